@@ -1,0 +1,86 @@
+//! `portcullis check`: validate a configuration, load every plugin, and report what loaded
+//! (name, version, sha256) or every problem found.
+use std::fmt::Write as _;
+use std::path::Path;
+
+use crate::config::Config;
+use crate::plugin::{self, PluginEngine};
+
+/// The report of a check: what loaded and what did not.
+#[derive(Debug)]
+pub struct Report {
+    /// One line per loaded plugin.
+    pub loaded: Vec<String>,
+    /// One line per problem, each naming its key, file or plugin.
+    pub problems: Vec<String>,
+}
+
+impl Report {
+    /// True when nothing is wrong.
+    pub fn passed(&self) -> bool {
+        self.problems.is_empty()
+    }
+
+    /// The report as text for a terminal.
+    pub fn render(&self, path: &Path) -> String {
+        let mut out = String::new();
+        for line in &self.loaded {
+            let _ = writeln!(out, "plugin {line}");
+        }
+        if self.passed() {
+            let _ = writeln!(out, "{}: OK ({} plugin(s))", path.display(), self.loaded.len());
+        } else {
+            let _ = writeln!(out, "{}: {} problem(s)", path.display(), self.problems.len());
+            for p in &self.problems {
+                let _ = writeln!(out, "  {p}");
+            }
+        }
+        out
+    }
+}
+
+/// Validate the configuration at `path` and load every plugin it names. Blocking: compiles.
+pub fn check(path: &Path) -> Report {
+    let mut report = Report {
+        loaded: Vec::new(),
+        problems: Vec::new(),
+    };
+    let config = match Config::load(path) {
+        Ok(c) => c,
+        Err(crate::config::ConfigError::Invalid(problems)) => {
+            report.problems = problems.iter().map(ToString::to_string).collect();
+            return report;
+        }
+        Err(e) => {
+            report.problems.push(e.to_string());
+            return report;
+        }
+    };
+    let engine = match PluginEngine::new(config.engine_settings()) {
+        Ok(e) => e,
+        Err(e) => {
+            report.problems.push(e.to_string());
+            return report;
+        }
+    };
+    for (i, spec) in config.plugin_specs().iter().enumerate() {
+        match plugin::load_plugin(&engine, spec) {
+            Ok(p) => {
+                let d = p.descriptor();
+                report.loaded.push(format!(
+                    "{} {} sha256:{} phases:{:?} timeout:{:?} memory:{} failure:{:?} instance:{:?}",
+                    p.id().name,
+                    p.id().version,
+                    p.id().sha256,
+                    d.phases,
+                    spec.settings.timeout,
+                    bytesize::ByteSize::b(spec.settings.memory_limit),
+                    spec.settings.failure,
+                    spec.settings.instance,
+                ));
+            }
+            Err(e) => report.problems.push(format!("plugin[{i}]: {e}")),
+        }
+    }
+    report
+}

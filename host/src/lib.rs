@@ -1,0 +1,17 @@
+//! Portcullis: a Layer-7, identity-aware gateway whose policy runs in sandboxed WebAssembly
+//! components behind one WIT contract (`wit/policy.wit`).
+//!
+//! Module map (more arrive with the request path, identity, audit and approvals):
+//! - [`cli`]: the command line
+//! - [`check`]: `portcullis check`: validate the configuration and load every plugin
+//! - [`config`]: the TOML configuration and its validation
+//! - [`plugin`]: the plugin platform: engine, sandbox, contract checks, plugin sets and chains
+//!
+//! The request pipeline the plugin chain serves (one straight line in `proxy::handle`, to come):
+//! context → authenticate → snapshot the `PluginSet` → request phase (`Chain::on_request`,
+//! `Chain::on_request_body`) → approval → forward → response phase (`Chain::on_response`,
+//! `Chain::on_response_body`, mask plans executed natively) → session + audit on every exit.
+pub mod check;
+pub mod cli;
+pub mod config;
+pub mod plugin;

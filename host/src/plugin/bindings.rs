@@ -1,0 +1,15 @@
+//! The host side of `wit/policy.wit`: the one `bindgen!` of the gateway.
+#![allow(missing_docs, unsafe_code, clippy::all)]
+
+wasmtime::component::bindgen!({
+    world: "policy",
+    path: "../wit",
+    imports: { default: trappable },
+    with: {
+        "portcullis:policy/host.headers": crate::plugin::host::HeaderView,
+        "portcullis:policy/host.body": crate::plugin::host::BodyView,
+    },
+});
+
+pub use portcullis::policy::host as imports;
+pub use portcullis::policy::types;

@@ -1,0 +1,285 @@
+//! The shared wasmtime engine: pooling allocator, epoch ticker, the locked-down linker, and
+//! the cache of compiled components keyed by plugin sha256.
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use super::PluginError;
+use super::bindings::{Policy, PolicyPre};
+use super::host::HostState;
+
+/// Engine-wide settings (the `[engine]` table of the configuration).
+#[derive(Debug, Clone)]
+pub struct EngineSettings {
+    /// Plugin instances alive at once, across all plugins (the pool's size).
+    pub max_instances: u32,
+    /// The largest linear memory any plugin may be given, in bytes.
+    pub max_memory: u64,
+    /// Where compiled components are kept across restarts; `None`: memory only.
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        EngineSettings {
+            max_instances: 1000,
+            max_memory: 256 << 20,
+            cache_dir: None,
+        }
+    }
+}
+
+/// The epoch tick: deadlines are measured in these.
+pub const EPOCH_TICK: Duration = Duration::from_millis(1);
+
+/// The engine every plugin version runs on. Cheap to clone.
+#[derive(Clone)]
+pub struct PluginEngine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    engine: Engine,
+    linker: Linker<HostState>,
+    settings: EngineSettings,
+    /// Compiled components by sha256 of the plugin file: a reload of an unchanged file and a
+    /// second route using the same file compile nothing.
+    compiled: Mutex<HashMap<String, Component>>,
+    /// Hash of everything that makes a compiled artifact usable by this engine.
+    compat: String,
+    ticker: Ticker,
+}
+
+impl std::fmt::Debug for PluginEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginEngine")
+            .field("settings", &self.inner.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PluginEngine {
+    /// Build the engine: component model, epoch interruption, pooling allocator with
+    /// copy-on-write memory images, and a linker with only the contract's host interface and
+    /// an empty WASI sandbox.
+    pub fn new(settings: EngineSettings) -> Result<Self, PluginError> {
+        let engine_error = |e: wasmtime::Error| PluginError::Engine(format!("{e:#}"));
+        let mut pool = PoolingAllocationConfig::new();
+        let instances = settings.max_instances.max(1);
+        pool.total_component_instances(instances)
+            // Components built for wasip2 carry a few adapter modules (with tables) per plugin.
+            .total_core_instances(instances.saturating_mul(8))
+            .total_memories(instances.saturating_mul(2))
+            .total_tables(instances.saturating_mul(8))
+            .max_memory_size(usize::try_from(settings.max_memory).unwrap_or(usize::MAX))
+            .table_elements(100_000)
+            .max_core_instance_size(4 << 20)
+            .max_component_instance_size(4 << 20)
+            // Measured (BENCHMARKS.md): resetting a small resident prefix with memset is faster
+            // than returning the pages to the kernel after every short-lived instance.
+            .linear_memory_keep_resident(256 << 10)
+            .table_keep_resident(64 << 10);
+        let mut config = Config::new();
+        config
+            .wasm_component_model(true)
+            .epoch_interruption(true)
+            .memory_init_cow(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&config).map_err(engine_error)?;
+
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(engine_error)?;
+        Policy::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(
+            &mut linker,
+            |state| state,
+        )
+        .map_err(engine_error)?;
+
+        let mut hasher = std::hash::DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut hasher);
+        let compat = format!("{:016x}", hasher.finish());
+        let ticker = Ticker::start(engine.clone())
+            .map_err(|e| PluginError::Engine(format!("cannot start the epoch thread: {e}")))?;
+        Ok(PluginEngine {
+            inner: Arc::new(Inner {
+                engine,
+                linker,
+                settings,
+                compiled: Mutex::new(HashMap::new()),
+                compat,
+                ticker,
+            }),
+        })
+    }
+
+    /// The settings this engine was built with.
+    pub fn settings(&self) -> &EngineSettings {
+        &self.inner.settings
+    }
+
+    pub(crate) fn engine(&self) -> &Engine {
+        &self.inner.engine
+    }
+
+    /// Compile a plugin file's bytes (or take them from the cache) and prepare it for fast
+    /// instantiation. Blocking and CPU-heavy: call from `spawn_blocking`, never on a reactor.
+    /// `file` only names the plugin in errors. Returns the prepared component and its sha256.
+    pub(crate) fn prepare(
+        &self,
+        file: &str,
+        bytes: &[u8],
+    ) -> Result<(PolicyPre<HostState>, String), PluginError> {
+        let sha256 = hex::encode(Sha256::digest(bytes));
+        let component = self.compile(file, &sha256, bytes)?;
+        super::contract::check_exports(self.engine(), file, &component)?;
+        let pre = self
+            .inner
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| PluginError::Link {
+                file: file.to_string(),
+                reason: format!("{e:#}"),
+            })?;
+        let pre = PolicyPre::new(pre).map_err(|e| PluginError::Contract {
+            file: file.to_string(),
+            reason: format!("{e:#}"),
+        })?;
+        Ok((pre, sha256))
+    }
+
+    fn compile(&self, file: &str, sha256: &str, bytes: &[u8]) -> Result<Component, PluginError> {
+        let cached = self.lock_compiled().get(sha256).cloned();
+        if let Some(component) = cached {
+            return Ok(component);
+        }
+        let component = match self.read_disk_cache(sha256) {
+            Some(component) => component,
+            None => {
+                super::contract::check_is_component(file, bytes)?;
+                let component =
+                    Component::new(self.engine(), bytes).map_err(|e| PluginError::Invalid {
+                        file: file.to_string(),
+                        reason: format!("{e:#}"),
+                    })?;
+                self.write_disk_cache(sha256, &component);
+                component
+            }
+        };
+        self.lock_compiled()
+            .insert(sha256.to_string(), component.clone());
+        Ok(component)
+    }
+
+    fn lock_compiled(&self) -> std::sync::MutexGuard<'_, HashMap<String, Component>> {
+        self.inner
+            .compiled
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn cache_path(&self, sha256: &str) -> Option<PathBuf> {
+        let dir = self.inner.settings.cache_dir.as_ref()?;
+        Some(dir.join(format!("{sha256}-{}.cwasm", self.inner.compat)))
+    }
+
+    /// A compiled artifact from the disk cache, if present and loadable.
+    #[allow(unsafe_code)]
+    fn read_disk_cache(&self, sha256: &str) -> Option<Component> {
+        let path = self.cache_path(sha256)?;
+        if !path.is_file() {
+            return None;
+        }
+        // SAFETY: `deserialize_file` runs the file's machine code. The cache directory holds
+        // only artifacts this gateway compiled (written through a temporary file and an atomic
+        // rename), named by the source's sha256 and this engine's compatibility hash; the
+        // operator must protect it like the gateway binary itself (see README, "Plugin cache").
+        match unsafe { Component::deserialize_file(self.engine(), &path) } {
+            Ok(component) => Some(component),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "ignoring unusable cached plugin artifact");
+                None
+            }
+        }
+    }
+
+    fn write_disk_cache(&self, sha256: &str, component: &Component) {
+        let Some(path) = self.cache_path(sha256) else {
+            return;
+        };
+        let result = component.serialize().map_err(|e| e.to_string()).and_then(|bytes| {
+            let dir = path.parent().unwrap_or(std::path::Path::new("."));
+            std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+            let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| e.to_string())?;
+            std::io::Write::write_all(&mut tmp, &bytes).map_err(|e| e.to_string())?;
+            tmp.persist(&path).map_err(|e| e.to_string())?;
+            Ok(())
+        });
+        if let Err(e) = result {
+            tracing::warn!(path = %path.display(), error = %e, "could not write plugin artifact cache");
+        }
+    }
+
+    /// Epoch ticks for a deadline (rounded up, plus one for the tick already under way).
+    pub(crate) fn deadline_ticks(timeout: Duration) -> u64 {
+        let tick = EPOCH_TICK.as_nanos();
+        (timeout.as_nanos().div_ceil(tick) as u64).saturating_add(1)
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.ticker.stop();
+    }
+}
+
+/// The thread that advances the engine's epoch every `EPOCH_TICK`, so deadlines fire.
+struct Ticker {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Ticker {
+    /// Without this thread no deadline could fire, so failing to start it fails the engine.
+    fn start(engine: Engine) -> std::io::Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("portcullis-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    engine.increment_epoch();
+                }
+            })?;
+        Ok(Ticker {
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    fn stop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deadline_rounds_up_and_adds_the_running_tick() {
+        assert_eq!(PluginEngine::deadline_ticks(Duration::from_millis(50)), 51);
+        assert_eq!(PluginEngine::deadline_ticks(Duration::from_micros(1500)), 3);
+    }
+}

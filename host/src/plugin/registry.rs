@@ -1,0 +1,131 @@
+//! Loading plugin files into a `PluginSet`: read, compile (or take from the cache), check the
+//! contract, `describe`, check the descriptor against the configuration, `configure`.
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use super::contract;
+use super::host::PluginContext;
+use super::{Plugin, PluginEngine, PluginError, PluginId, PluginSet, PluginSettings};
+
+/// What the operator asked for: a plugin file, the name it must declare, its configuration
+/// and how it runs.
+#[derive(Debug, Clone)]
+pub struct PluginSpec {
+    /// The name the plugin must declare in `describe`.
+    pub name: String,
+    /// The component file.
+    pub file: PathBuf,
+    /// The operator's configuration, handed to `configure` and `config()` as JSON.
+    pub config: serde_json::Value,
+    /// Limits, failure policy, instance mode.
+    pub settings: PluginSettings,
+}
+
+/// Load one plugin. Blocking and CPU-heavy (compilation): call from `spawn_blocking` on an
+/// async runtime.
+pub fn load_plugin(engine: &PluginEngine, spec: &PluginSpec) -> Result<Arc<Plugin>, PluginError> {
+    let file = spec.file.display().to_string();
+    let bytes = std::fs::read(&spec.file).map_err(|e| PluginError::Read {
+        file: file.clone(),
+        reason: e.to_string(),
+    })?;
+    let (pre, sha256) = engine.prepare(&file, &bytes)?;
+    let config = serde_json::to_string(&spec.config).map_err(|e| PluginError::Describe {
+        plugin: file.clone(),
+        reason: format!("configuration cannot be written as JSON: {e}"),
+    })?;
+    let context = |patterns| {
+        Arc::new(PluginContext {
+            name: spec.name.as_str().into(),
+            config: config.clone(),
+            patterns,
+            counters: Mutex::new(HashMap::new()),
+        })
+    };
+
+    // `describe` runs before the plugin's name is trusted: errors name the file and digest.
+    let provisional_id = Arc::new(PluginId {
+        name: spec.name.clone(),
+        version: "?".into(),
+        sha256: sha256.clone(),
+    });
+    let provisional = Plugin::new(
+        provisional_id,
+        super::Descriptor {
+            name: spec.name.clone(),
+            version: String::new(),
+            phases: super::Phases::empty(),
+            request_body_limit: 0,
+            response_body_limit: 0,
+            content_types: Vec::new(),
+            patterns: Vec::new(),
+            config_schema: None,
+        },
+        spec.settings.clone(),
+        context(Vec::new()),
+        engine.clone(),
+        pre.clone(),
+    );
+    let described_as = format!("{file} (sha256:{})", &sha256[..12]);
+    let descriptor = provisional
+        .describe()
+        .map_err(|e| PluginError::Describe {
+            plugin: described_as.clone(),
+            reason: e.to_string(),
+        })?;
+    let patterns = contract::check_descriptor(&descriptor).map_err(|reason| {
+        PluginError::Describe {
+            plugin: described_as.clone(),
+            reason,
+        }
+    })?;
+    if descriptor.name != spec.name {
+        return Err(PluginError::Describe {
+            plugin: described_as,
+            reason: format!(
+                "declares the name {:?} but the configuration loads it as {:?}",
+                descriptor.name, spec.name
+            ),
+        });
+    }
+
+    let id = Arc::new(PluginId {
+        name: descriptor.name.clone(),
+        version: descriptor.version.clone(),
+        sha256,
+    });
+    let plugin = Plugin::new(
+        id,
+        descriptor,
+        spec.settings.clone(),
+        context(patterns),
+        engine.clone(),
+        pre,
+    );
+    plugin.configure()?;
+    tracing::info!(plugin = %plugin.id(), "plugin loaded");
+    Ok(Arc::new(plugin))
+}
+
+/// Load every plugin into a set with this generation number. Every failure is reported, not
+/// just the first; a set is returned only when all of them loaded.
+pub fn load_set(
+    engine: &PluginEngine,
+    specs: &[PluginSpec],
+    generation: u64,
+) -> Result<PluginSet, Vec<PluginError>> {
+    let mut plugins = Vec::new();
+    let mut errors = Vec::new();
+    for spec in specs {
+        match load_plugin(engine, spec) {
+            Ok(p) => plugins.push(p),
+            Err(e) => errors.push(e),
+        }
+    }
+    if errors.is_empty() {
+        Ok(PluginSet::new(plugins, generation))
+    } else {
+        Err(errors)
+    }
+}

@@ -1,0 +1,447 @@
+//! The `PluginSet` (one generation of loaded plugins) and the `Chain` of plugins a route runs:
+//! request and response phases in order, body only for plugins that asked, failure policy
+//! applied, and a trace of every step for the audit record.
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::{
+    Approval, Deny, FailurePolicy, HeaderEdit, Hook, MaskPlan, Phases, Plugin, PluginError,
+    PluginId, Replacement, Request, RequestVerdict, ResponseVerdict, contract,
+};
+
+/// One generation of loaded plugins. Immutable: a reload builds a new set, and a request
+/// keeps the set it started with.
+#[derive(Debug)]
+pub struct PluginSet {
+    plugins: Vec<Arc<Plugin>>,
+    generation: u64,
+}
+
+impl PluginSet {
+    /// A set of plugins, numbered `generation`.
+    pub fn new(plugins: Vec<Arc<Plugin>>, generation: u64) -> Self {
+        PluginSet {
+            plugins,
+            generation,
+        }
+    }
+
+    /// Which load this is (increases with every successful reload).
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Every plugin, in configuration order.
+    pub fn plugins(&self) -> &[Arc<Plugin>] {
+        &self.plugins
+    }
+
+    /// A plugin by name.
+    pub fn get(&self, name: &str) -> Option<&Arc<Plugin>> {
+        self.plugins.iter().find(|p| p.id().name == name)
+    }
+
+    /// The chain of these plugins, in this order.
+    pub fn chain<S: AsRef<str>>(&self, names: &[S]) -> Result<Chain, PluginError> {
+        let plugins = names
+            .iter()
+            .map(|n| {
+                self.get(n.as_ref())
+                    .cloned()
+                    .ok_or_else(|| PluginError::Unknown(n.as_ref().to_string()))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Chain { plugins })
+    }
+}
+
+/// An ordered list of plugins that decide a route's requests and responses.
+#[derive(Debug, Clone)]
+pub struct Chain {
+    plugins: Vec<Arc<Plugin>>,
+}
+
+/// A plugin of the chain that asked for the body, and how much of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyWant {
+    /// Position of the plugin in the chain.
+    pub index: usize,
+    /// Most bytes it asked for.
+    pub limit: u64,
+}
+
+/// One plugin's part in a decision, for the audit record.
+#[derive(Debug, Clone)]
+pub struct Step {
+    /// Which plugin version.
+    pub plugin: Arc<PluginId>,
+    /// Which hook.
+    pub hook: Hook,
+    /// What came of it.
+    pub result: StepResult,
+}
+
+/// The result of one step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StepResult {
+    /// The verdict's kind: `allow`, `need-body`, `deny`, `require-approval`, `modify`, `pass`,
+    /// `mask`, `replace`, or `body-not-offered` (it asked for a body of a type it did not declare).
+    Verdict(&'static str),
+    /// The plugin failed and its policy is fail-open: it was skipped. The error names it.
+    FailedOpen(String),
+}
+
+/// The request phase's decision.
+#[derive(Debug, Clone)]
+pub enum RequestDecision {
+    /// No plugin objected (so far: body hooks may still run).
+    Continue,
+    /// A plugin refused the request.
+    Deny {
+        /// The plugin that denied.
+        by: Arc<PluginId>,
+        /// Its deny.
+        deny: Deny,
+    },
+    /// A plugin asked for a human's approval.
+    RequireApproval {
+        /// The plugin that asked.
+        by: Arc<PluginId>,
+        /// What it asked for.
+        approval: Approval,
+    },
+}
+
+/// What the request phase produced.
+#[derive(Debug, Clone)]
+pub struct RequestOutcome {
+    /// The decision.
+    pub decision: RequestDecision,
+    /// Header edits to apply before forwarding, in chain order.
+    pub edits: Vec<HeaderEdit>,
+    /// Plugins that asked for the body (header hook only).
+    pub body_wants: Vec<BodyWant>,
+    /// Every step taken.
+    pub trace: Vec<Step>,
+}
+
+impl RequestOutcome {
+    /// The most body any plugin asked for: what the request path must buffer.
+    pub fn body_limit(&self) -> Option<u64> {
+        self.body_wants.iter().map(|w| w.limit).max()
+    }
+}
+
+/// The response phase's decision.
+#[derive(Debug, Clone)]
+pub enum ResponseDecision {
+    /// Send the upstream's response (masked by `masks`, if any).
+    Continue,
+    /// Send this response instead.
+    Replace {
+        /// The plugin that replaced it.
+        by: Arc<PluginId>,
+        /// The replacement.
+        replacement: Replacement,
+    },
+}
+
+/// What the response phase produced.
+#[derive(Debug, Clone)]
+pub struct ResponseOutcome {
+    /// The decision.
+    pub decision: ResponseDecision,
+    /// Mask plans to execute on the body, in chain order (body hook only).
+    pub masks: Vec<(Arc<PluginId>, MaskPlan)>,
+    /// Plugins that asked for the body (header hook only).
+    pub body_wants: Vec<BodyWant>,
+    /// Every step taken.
+    pub trace: Vec<Step>,
+}
+
+impl ResponseOutcome {
+    /// The most body any plugin asked for: what the request path must buffer.
+    pub fn body_limit(&self) -> Option<u64> {
+        self.body_wants.iter().map(|w| w.limit).max()
+    }
+}
+
+fn request_kind(v: &RequestVerdict) -> &'static str {
+    match v {
+        RequestVerdict::Allow => "allow",
+        RequestVerdict::NeedBody(_) => "need-body",
+        RequestVerdict::Deny(_) => "deny",
+        RequestVerdict::RequireApproval(_) => "require-approval",
+        RequestVerdict::Modify(_) => "modify",
+    }
+}
+
+fn response_kind(v: &ResponseVerdict) -> &'static str {
+    match v {
+        ResponseVerdict::Pass => "pass",
+        ResponseVerdict::NeedBody(_) => "need-body",
+        ResponseVerdict::Mask(_) => "mask",
+        ResponseVerdict::Replace(_) => "replace",
+    }
+}
+
+impl Chain {
+    /// The plugins, in order.
+    pub fn plugins(&self) -> &[Arc<Plugin>] {
+        &self.plugins
+    }
+
+    /// Run the request headers hooks in order. The first deny or require-approval ends the
+    /// chain. A failure of a fail-closed plugin is returned as the error.
+    pub fn on_request(
+        &self,
+        req: &Request,
+        headers: &Arc<http::HeaderMap>,
+    ) -> Result<RequestOutcome, PluginError> {
+        let content_type = content_type(headers);
+        let mut out = RequestOutcome {
+            decision: RequestDecision::Continue,
+            edits: Vec::new(),
+            body_wants: Vec::new(),
+            trace: Vec::new(),
+        };
+        for (index, plugin) in self.plugins.iter().enumerate() {
+            if !plugin.descriptor().phases.contains(Phases::REQUEST_HEADERS) {
+                continue;
+            }
+            let Some(verdict) = guarded(plugin, Hook::OnRequest, &mut out.trace, || {
+                plugin.on_request(req, headers)
+            })?
+            else {
+                continue;
+            };
+            let mut kind = request_kind(&verdict);
+            match verdict {
+                RequestVerdict::Allow => {}
+                RequestVerdict::NeedBody(limit) => {
+                    if contract::offers(&plugin.descriptor().content_types, content_type) {
+                        out.body_wants.push(BodyWant { index, limit });
+                    } else {
+                        kind = "body-not-offered";
+                    }
+                }
+                RequestVerdict::Modify(edits) => out.edits.extend(edits),
+                RequestVerdict::Deny(deny) => {
+                    out.decision = RequestDecision::Deny {
+                        by: plugin.id().clone(),
+                        deny,
+                    };
+                }
+                RequestVerdict::RequireApproval(approval) => {
+                    out.decision = RequestDecision::RequireApproval {
+                        by: plugin.id().clone(),
+                        approval,
+                    };
+                }
+            }
+            out.trace.push(step(plugin, Hook::OnRequest, kind));
+            if !matches!(out.decision, RequestDecision::Continue) {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Run the request body hooks of the plugins that asked (`wants` from `on_request`), in
+    /// order, with the buffered body. The first deny or require-approval ends the chain.
+    pub fn on_request_body(
+        &self,
+        req: &Request,
+        headers: &Arc<http::HeaderMap>,
+        body: &Bytes,
+        wants: &[BodyWant],
+    ) -> Result<RequestOutcome, PluginError> {
+        let mut out = RequestOutcome {
+            decision: RequestDecision::Continue,
+            edits: Vec::new(),
+            body_wants: Vec::new(),
+            trace: Vec::new(),
+        };
+        for want in wants {
+            let plugin = self.plugin_at(want)?;
+            check_body_size(plugin, body, want)?;
+            let Some(verdict) = guarded(plugin, Hook::OnRequestBody, &mut out.trace, || {
+                plugin.on_request_body(req, headers, body.clone())
+            })?
+            else {
+                continue;
+            };
+            out.trace
+                .push(step(plugin, Hook::OnRequestBody, request_kind(&verdict)));
+            match verdict {
+                RequestVerdict::Allow | RequestVerdict::NeedBody(_) => {}
+                RequestVerdict::Modify(edits) => out.edits.extend(edits),
+                RequestVerdict::Deny(deny) => {
+                    out.decision = RequestDecision::Deny {
+                        by: plugin.id().clone(),
+                        deny,
+                    };
+                    break;
+                }
+                RequestVerdict::RequireApproval(approval) => {
+                    out.decision = RequestDecision::RequireApproval {
+                        by: plugin.id().clone(),
+                        approval,
+                    };
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Run the response headers hooks in order. A replace ends the chain.
+    pub fn on_response(
+        &self,
+        req: &Request,
+        status: u16,
+        headers: &Arc<http::HeaderMap>,
+    ) -> Result<ResponseOutcome, PluginError> {
+        let content_type = content_type(headers);
+        let mut out = ResponseOutcome {
+            decision: ResponseDecision::Continue,
+            masks: Vec::new(),
+            body_wants: Vec::new(),
+            trace: Vec::new(),
+        };
+        for (index, plugin) in self.plugins.iter().enumerate() {
+            if !plugin.descriptor().phases.contains(Phases::RESPONSE_HEADERS) {
+                continue;
+            }
+            let Some(verdict) = guarded(plugin, Hook::OnResponse, &mut out.trace, || {
+                plugin.on_response(req, status, headers)
+            })?
+            else {
+                continue;
+            };
+            let mut kind = response_kind(&verdict);
+            match verdict {
+                ResponseVerdict::Pass | ResponseVerdict::Mask(_) => {}
+                ResponseVerdict::NeedBody(limit) => {
+                    if contract::offers(&plugin.descriptor().content_types, content_type) {
+                        out.body_wants.push(BodyWant { index, limit });
+                    } else {
+                        kind = "body-not-offered";
+                    }
+                }
+                ResponseVerdict::Replace(replacement) => {
+                    out.decision = ResponseDecision::Replace {
+                        by: plugin.id().clone(),
+                        replacement,
+                    };
+                }
+            }
+            out.trace.push(step(plugin, Hook::OnResponse, kind));
+            if !matches!(out.decision, ResponseDecision::Continue) {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Run the response body hooks of the plugins that asked, collecting their mask plans.
+    /// A replace ends the chain.
+    pub fn on_response_body(
+        &self,
+        req: &Request,
+        status: u16,
+        headers: &Arc<http::HeaderMap>,
+        body: &Bytes,
+        wants: &[BodyWant],
+    ) -> Result<ResponseOutcome, PluginError> {
+        let mut out = ResponseOutcome {
+            decision: ResponseDecision::Continue,
+            masks: Vec::new(),
+            body_wants: Vec::new(),
+            trace: Vec::new(),
+        };
+        for want in wants {
+            let plugin = self.plugin_at(want)?;
+            check_body_size(plugin, body, want)?;
+            let Some(verdict) = guarded(plugin, Hook::OnResponseBody, &mut out.trace, || {
+                plugin.on_response_body(req, status, headers, body.clone())
+            })?
+            else {
+                continue;
+            };
+            out.trace
+                .push(step(plugin, Hook::OnResponseBody, response_kind(&verdict)));
+            match verdict {
+                ResponseVerdict::Pass | ResponseVerdict::NeedBody(_) => {}
+                ResponseVerdict::Mask(plan) => out.masks.push((plugin.id().clone(), plan)),
+                ResponseVerdict::Replace(replacement) => {
+                    out.decision = ResponseDecision::Replace {
+                        by: plugin.id().clone(),
+                        replacement,
+                    };
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn plugin_at(&self, want: &BodyWant) -> Result<&Arc<Plugin>, PluginError> {
+        self.plugins
+            .get(want.index)
+            .ok_or_else(|| PluginError::Unknown(format!("chain position {}", want.index)))
+    }
+}
+
+fn content_type(headers: &http::HeaderMap) -> Option<&str> {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+}
+
+fn check_body_size(plugin: &Plugin, body: &Bytes, want: &BodyWant) -> Result<(), PluginError> {
+    if body.len() as u64 > want.limit {
+        return Err(PluginError::BodyTooLarge {
+            plugin: plugin.id().clone(),
+            size: body.len() as u64,
+            limit: want.limit,
+        });
+    }
+    Ok(())
+}
+
+fn step(plugin: &Plugin, hook: Hook, kind: &'static str) -> Step {
+    Step {
+        plugin: plugin.id().clone(),
+        hook,
+        result: StepResult::Verdict(kind),
+    }
+}
+
+/// Call a hook and apply the plugin's failure policy: `Ok(Some(verdict))` on success,
+/// `Ok(None)` when a fail-open plugin failed (recorded in the trace), `Err` when a
+/// fail-closed plugin failed.
+fn guarded<V>(
+    plugin: &Plugin,
+    hook: Hook,
+    trace: &mut Vec<Step>,
+    call: impl FnOnce() -> Result<V, PluginError>,
+) -> Result<Option<V>, PluginError> {
+    match call() {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if plugin.settings().failure == FailurePolicy::FailOpen => {
+            tracing::warn!(plugin = %plugin.id(), %hook, error = %e, "plugin failed; skipped (fail-open)");
+            trace.push(Step {
+                plugin: plugin.id().clone(),
+                hook,
+                result: StepResult::FailedOpen(e.to_string()),
+            });
+            Ok(None)
+        }
+        Err(e) => {
+            tracing::warn!(plugin = %plugin.id(), %hook, error = %e, "plugin failed; request fails (fail-closed)");
+            Err(e)
+        }
+    }
+}
