@@ -28,9 +28,19 @@ impl Report {
             let _ = writeln!(out, "plugin {line}");
         }
         if self.passed() {
-            let _ = writeln!(out, "{}: OK ({} plugin(s))", path.display(), self.loaded.len());
+            let _ = writeln!(
+                out,
+                "{}: OK ({} plugin(s))",
+                path.display(),
+                self.loaded.len()
+            );
         } else {
-            let _ = writeln!(out, "{}: {} problem(s)", path.display(), self.problems.len());
+            let _ = writeln!(
+                out,
+                "{}: {} problem(s)",
+                path.display(),
+                self.problems.len()
+            );
             for p in &self.problems {
                 let _ = writeln!(out, "  {p}");
             }

@@ -253,7 +253,11 @@ impl Config {
         EngineSettings {
             max_instances: self.engine.max_instances,
             max_memory: self.engine.max_memory.as_u64(),
-            cache_dir: self.engine.cache_dir.as_ref().map(|d| self.base_dir.join(d)),
+            cache_dir: self
+                .engine
+                .cache_dir
+                .as_ref()
+                .map(|d| self.base_dir.join(d)),
         }
     }
 
@@ -306,6 +310,7 @@ mod tests {
             name = "a"
             file = "a.wasm"
             timeout = "0s"
+            memory_limit = "16MiB"
             [[plugin]]
             name = "a"
             file = "missing.wasm"
@@ -350,7 +355,10 @@ mod tests {
         "#;
         let config = Config::parse(text, dir.path()).unwrap();
         let spec = &config.plugin_specs()[0];
-        assert_eq!(spec.config, serde_json::json!({"blocked": ["DELETE"], "depth": 2}));
+        assert_eq!(
+            spec.config,
+            serde_json::json!({"blocked": ["DELETE"], "depth": 2})
+        );
         assert_eq!(spec.settings.timeout, Duration::from_millis(250));
         assert_eq!(spec.settings.failure, FailurePolicy::FailOpen);
         assert_eq!(spec.file, dir.path().join("plugins").join("a.wasm"));

@@ -140,7 +140,8 @@ impl Descriptor {
             phases,
             request_body_limit: 0,
             response_body_limit: 0,
-            content_types: Vec::new(),
+            request_content_types: Vec::new(),
+            response_content_types: Vec::new(),
             patterns: Vec::new(),
             config_schema: None,
         }
@@ -150,7 +151,7 @@ impl Descriptor {
     pub fn with_request_body(mut self, limit: u64, content_types: &[&str]) -> Self {
         self.request_body_limit = limit;
         self.phases |= Phases::REQUEST_BODY;
-        self.add_content_types(content_types);
+        self.request_content_types = owned(content_types);
         self
     }
 
@@ -158,13 +159,13 @@ impl Descriptor {
     pub fn with_response_body(mut self, limit: u64, content_types: &[&str]) -> Self {
         self.response_body_limit = limit;
         self.phases |= Phases::RESPONSE_BODY;
-        self.add_content_types(content_types);
+        self.response_content_types = owned(content_types);
         self
     }
 
     /// Regular expressions for the host to compile; refer to them by index.
     pub fn with_patterns(mut self, patterns: &[&str]) -> Self {
-        self.patterns = patterns.iter().map(|p| p.to_string()).collect();
+        self.patterns = owned(patterns);
         self
     }
 
@@ -173,14 +174,10 @@ impl Descriptor {
         self.config_schema = Some(schema.to_string());
         self
     }
+}
 
-    fn add_content_types(&mut self, content_types: &[&str]) {
-        for ct in content_types {
-            if !self.content_types.iter().any(|c| c == ct) {
-                self.content_types.push(ct.to_string());
-            }
-        }
-    }
+fn owned(strings: &[&str]) -> Vec<String> {
+    strings.iter().map(|s| s.to_string()).collect()
 }
 
 impl RequestVerdict {
@@ -198,17 +195,14 @@ impl RequestVerdict {
     pub fn require_approval(summary: &str, approver_groups: &[&str], budget_ms: u64) -> Self {
         RequestVerdict::RequireApproval(Approval {
             summary: summary.to_string(),
-            approver_groups: approver_groups.iter().map(|g| g.to_string()).collect(),
+            approver_groups: owned(approver_groups),
             budget_ms,
         })
     }
 
     /// Let the request through with one header set.
     pub fn set_header(name: &str, value: &str) -> Self {
-        RequestVerdict::Modify(vec![HeaderEdit::Set((
-            name.to_string(),
-            value.to_string(),
-        ))])
+        RequestVerdict::Modify(vec![HeaderEdit::Set((name.to_string(), value.to_string()))])
     }
 }
 

@@ -108,7 +108,13 @@ mod tests {
         assert!(!glob("a*b*c", "aXXbYY"));
         assert!(glob("**x", "yyx"));
         assert!(!glob("abc", "abcd"));
-        assert!(glob_ignore_case("microsoft.storage/*", "Microsoft.Storage/storageAccounts"));
-        assert!(!glob("microsoft.storage/*", "Microsoft.Storage/storageAccounts"));
+        assert!(glob_ignore_case(
+            "microsoft.storage/*",
+            "Microsoft.Storage/storageAccounts"
+        ));
+        assert!(!glob(
+            "microsoft.storage/*",
+            "Microsoft.Storage/storageAccounts"
+        ));
     }
 }

@@ -1,1 +1,126 @@
 //! The end-to-end harness for Portcullis: fixtures shared by the suites in `tests/`.
+//!
+//! Plugins used by tests are built from source by `scripts/build-plugins.sh` into
+//! `target/plugins/`; a missing one fails the test loudly, never skips it.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use portcullis::plugin::{
+    EngineSettings, Plugin, PluginEngine, PluginError, PluginSettings, PluginSpec, Principal,
+    Request,
+};
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// The built component of a plugin crate, e.g. `plugin("misbehave")`.
+///
+/// Panics (failing the test) when it has not been built.
+pub fn plugin(name: &str) -> PathBuf {
+    let path = root().join("target/plugins").join(format!("{name}.wasm"));
+    assert!(
+        path.is_file(),
+        "test plugin {} is missing: run scripts/build-plugins.sh first",
+        path.display()
+    );
+    path
+}
+
+/// An engine sized for tests.
+pub fn engine() -> PluginEngine {
+    PluginEngine::new(EngineSettings {
+        max_instances: 64,
+        max_memory: 64 << 20,
+        cache_dir: None,
+    })
+    .expect("engine builds")
+}
+
+/// Settings with a short deadline and a small memory limit, so misbehaviour ends quickly.
+pub fn settings() -> PluginSettings {
+    PluginSettings {
+        timeout: Duration::from_millis(100),
+        memory_limit: 16 << 20,
+        ..PluginSettings::default()
+    }
+}
+
+/// What to load: plugin `name` with these settings and this configuration.
+pub fn spec(name: &str, settings: PluginSettings, config: serde_json::Value) -> PluginSpec {
+    PluginSpec {
+        name: name.to_string(),
+        file: plugin(name),
+        config,
+        settings,
+    }
+}
+
+/// Load plugin `name`, panicking with the error if it does not load.
+pub fn load(engine: &PluginEngine, name: &str, settings: PluginSettings) -> Arc<Plugin> {
+    portcullis::plugin::load_plugin(engine, &spec(name, settings, serde_json::json!({})))
+        .unwrap_or_else(|e| panic!("{name} does not load: {e}"))
+}
+
+/// Request facts for a test request.
+pub fn request(id: &str, method: &str, path: &str) -> Request {
+    Request {
+        id: id.to_string(),
+        method: method.to_string(),
+        scheme: "https".to_string(),
+        authority: "gateway.test".to_string(),
+        path_and_query: path.to_string(),
+        route: "test".to_string(),
+        operation: format!("{method} {path}"),
+        principal: Some(Principal {
+            subject: "agent-1".into(),
+            issuer: "https://issuer.test".into(),
+            tenant: None,
+            app_id: Some("app-1".into()),
+            roles: vec!["agent".into()],
+            groups: vec![],
+            groups_complete: true,
+            scopes: vec![],
+            claims: vec![],
+        }),
+    }
+}
+
+/// A header map from pairs.
+pub fn headers(pairs: &[(&str, &str)]) -> Arc<http::HeaderMap> {
+    let mut map = http::HeaderMap::new();
+    for (k, v) in pairs {
+        map.append(
+            http::HeaderName::from_bytes(k.as_bytes()).expect("header name"),
+            http::HeaderValue::from_str(v).expect("header value"),
+        );
+    }
+    Arc::new(map)
+}
+
+/// Run `f` on its own thread and fail if it has not finished within `limit`: a liveness
+/// bound (a hung plugin call must not hang the suite), not a performance assertion.
+pub fn within<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(limit)
+        .unwrap_or_else(|_| panic!("did not finish within {limit:?}"))
+}
+
+/// The error's text must name the plugin (`name@version (sha256:…)`).
+pub fn assert_names_plugin(e: &PluginError, name: &str) {
+    let text = e.to_string();
+    assert!(
+        text.contains(&format!("plugin {name}@")) && text.contains("sha256:"),
+        "error does not name plugin {name} and its digest: {text}"
+    );
+}

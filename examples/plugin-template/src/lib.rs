@@ -24,7 +24,11 @@ struct Config {
 
 fn parse_config(json: &str) -> Result<Config, String> {
     let config: Config = serde_json::from_str(json).map_err(|e| format!("invalid config: {e}"))?;
-    if let Some(m) = config.blocked_methods.iter().find(|m| m.to_ascii_uppercase() != **m) {
+    if let Some(m) = config
+        .blocked_methods
+        .iter()
+        .find(|m| m.to_ascii_uppercase() != **m)
+    {
         return Err(format!("blocked_methods: `{m}` must be upper case"));
     }
     Ok(config)
@@ -34,7 +38,10 @@ fn parse_config(json: &str) -> Result<Config, String> {
 fn decide(config: &Config, method: &str, path: &str) -> Option<String> {
     let blocked = config.blocked_methods.iter().any(|m| m == method);
     let on_path = config.paths.is_empty()
-        || config.paths.iter().any(|t| path_template(t, path).is_some());
+        || config
+            .paths
+            .iter()
+            .any(|t| path_template(t, path).is_some());
     (blocked && on_path).then(|| format!("{method} is not allowed on {path}"))
 }
 
@@ -87,7 +94,15 @@ mod tests {
 
     #[test]
     fn bad_config_is_refused_with_its_reason() {
-        assert!(parse_config(r#"{"blocked_methods":["delete"]}"#).unwrap_err().contains("upper case"));
-        assert!(parse_config(r#"{"colour":"red"}"#).unwrap_err().contains("unknown field"));
+        assert!(
+            parse_config(r#"{"blocked_methods":["delete"]}"#)
+                .unwrap_err()
+                .contains("upper case")
+        );
+        assert!(
+            parse_config(r#"{"colour":"red"}"#)
+                .unwrap_err()
+                .contains("unknown field")
+        );
     }
 }

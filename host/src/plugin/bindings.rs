@@ -11,5 +11,5 @@ wasmtime::component::bindgen!({
     },
 });
 
-pub use portcullis::policy::host as imports;
-pub use portcullis::policy::types;
+pub use self::portcullis::policy::host as imports;
+pub use self::portcullis::policy::types;

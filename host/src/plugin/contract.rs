@@ -6,8 +6,7 @@ use wasmtime::component::Component;
 
 use super::PluginError;
 use super::bindings::types::{
-    Descriptor, HeaderEdit, MaskPlan, MaskTarget, Phases, RequestVerdict, ResponseVerdict,
-    Strategy,
+    Descriptor, HeaderEdit, MaskPlan, MaskTarget, Phases, RequestVerdict, ResponseVerdict, Strategy,
 };
 
 /// The contract this host speaks.
@@ -65,13 +64,23 @@ pub fn check_is_component(file: &str, bytes: &[u8]) -> Result<(), PluginError> {
 }
 
 /// The component must export exactly this contract's plugin interface.
-pub fn check_exports(engine: &Engine, file: &str, component: &Component) -> Result<(), PluginError> {
+pub fn check_exports(
+    engine: &Engine,
+    file: &str,
+    component: &Component,
+) -> Result<(), PluginError> {
     let ty = component.component_type();
-    let names: Vec<String> = ty.exports(engine).map(|(name, _)| name.to_string()).collect();
+    let names: Vec<String> = ty
+        .exports(engine)
+        .map(|(name, _)| name.to_string())
+        .collect();
     if names.iter().any(|n| n == PLUGIN_EXPORT) {
         return Ok(());
     }
-    if let Some(other) = names.iter().find(|n| n.starts_with("portcullis:policy/plugin@")) {
+    if let Some(other) = names
+        .iter()
+        .find(|n| n.starts_with("portcullis:policy/plugin@"))
+    {
         let found = other.trim_start_matches("portcullis:policy/plugin@");
         return Err(PluginError::ContractVersion {
             file: file.to_string(),
@@ -112,27 +121,45 @@ pub fn check_descriptor(d: &Descriptor) -> Result<Vec<Regex>, String> {
     if d.phases == Phases::empty() {
         problems.push("declares no phases".to_string());
     }
-    for (phase, header_phase, limit, what) in [
-        (Phases::REQUEST_BODY, Phases::REQUEST_HEADERS, d.request_body_limit, "request"),
-        (Phases::RESPONSE_BODY, Phases::RESPONSE_HEADERS, d.response_body_limit, "response"),
+    for (phase, header_phase, limit, types, what) in [
+        (
+            Phases::REQUEST_BODY,
+            Phases::REQUEST_HEADERS,
+            d.request_body_limit,
+            &d.request_content_types,
+            "request",
+        ),
+        (
+            Phases::RESPONSE_BODY,
+            Phases::RESPONSE_HEADERS,
+            d.response_body_limit,
+            &d.response_content_types,
+            "response",
+        ),
     ] {
         if d.phases.contains(phase) {
             if limit == 0 {
-                problems.push(format!("declares the {what}-body phase with a body limit of 0"));
+                problems.push(format!(
+                    "declares the {what}-body phase with a body limit of 0"
+                ));
             }
             if !d.phases.contains(header_phase) {
                 problems.push(format!(
                     "declares the {what}-body phase without the {what}-headers phase that asks for it"
                 ));
             }
-            if d.content_types.is_empty() {
-                problems.push(format!("declares the {what}-body phase but no content types"));
+            if types.is_empty() {
+                problems.push(format!(
+                    "declares the {what}-body phase but no {what} content types"
+                ));
             }
         }
-    }
-    for ct in &d.content_types {
-        if !is_media_range(ct) {
-            problems.push(format!("content type {ct:?} is not `type/subtype` (`*` allowed)"));
+        for ct in types {
+            if !is_media_range(ct) {
+                problems.push(format!(
+                    "{what} content type {ct:?} is not `type/subtype` (`*` allowed)"
+                ));
+            }
         }
     }
     if let Some(schema) = &d.config_schema
@@ -182,8 +209,13 @@ fn is_media_range(ct: &str) -> bool {
 /// Whether a body of `content_type` is offered to a plugin that declared `ranges`.
 /// Parameters (`; charset=utf-8`) are ignored; `*/*` also accepts a body with no type.
 pub fn offers(ranges: &[String], content_type: Option<&str>) -> bool {
-    let essence = content_type
-        .map(|ct| ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
+    let essence = content_type.map(|ct| {
+        ct.split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase()
+    });
     ranges.iter().any(|range| {
         let range = range.to_ascii_lowercase();
         match (&essence, range.split_once('/')) {
@@ -205,7 +237,11 @@ pub enum Stage {
 }
 
 /// Check a request-phase verdict against the contract and the plugin's descriptor.
-pub fn check_request_verdict(v: &RequestVerdict, d: &Descriptor, stage: Stage) -> Result<(), String> {
+pub fn check_request_verdict(
+    v: &RequestVerdict,
+    d: &Descriptor,
+    stage: Stage,
+) -> Result<(), String> {
     match v {
         RequestVerdict::Allow => Ok(()),
         RequestVerdict::NeedBody(n) => {
@@ -248,7 +284,10 @@ pub fn check_request_verdict(v: &RequestVerdict, d: &Descriptor, stage: Stage) -
         }
         RequestVerdict::Modify(edits) => {
             if edits.len() > HEADER_EDITS_MAX {
-                return Err(format!("{} header edits (at most {HEADER_EDITS_MAX})", edits.len()));
+                return Err(format!(
+                    "{} header edits (at most {HEADER_EDITS_MAX})",
+                    edits.len()
+                ));
             }
             edits.iter().try_for_each(check_header_edit)
         }
@@ -268,8 +307,9 @@ fn check_header_edit(edit: &HeaderEdit) -> Result<(), String> {
         ));
     }
     if let Some(v) = value {
-        http::HeaderValue::from_str(v)
-            .map_err(|_| format!("header edit: the value for `{header}` is not a valid header value"))?;
+        http::HeaderValue::from_str(v).map_err(|_| {
+            format!("header edit: the value for `{header}` is not a valid header value")
+        })?;
     }
     Ok(())
 }
@@ -300,13 +340,18 @@ pub fn check_response_verdict(
         }
         ResponseVerdict::Mask(plan) => {
             if stage == Stage::Headers {
-                return Err("mask from on-response: a plan needs the body; ask with need-body".into());
+                return Err(
+                    "mask from on-response: a plan needs the body; ask with need-body".into(),
+                );
             }
             check_mask_plan(plan, patterns)
         }
         ResponseVerdict::Replace(r) => {
             if !(100..=599).contains(&r.status) {
-                return Err(format!("replacement status {} is not in 100..=599", r.status));
+                return Err(format!(
+                    "replacement status {} is not in 100..=599",
+                    r.status
+                ));
             }
             if r.body.len() > REPLACEMENT_BODY_MAX {
                 return Err(format!(
@@ -315,7 +360,10 @@ pub fn check_response_verdict(
                 ));
             }
             if r.headers.len() > HEADER_EDITS_MAX {
-                return Err(format!("{} replacement headers (at most {HEADER_EDITS_MAX})", r.headers.len()));
+                return Err(format!(
+                    "{} replacement headers (at most {HEADER_EDITS_MAX})",
+                    r.headers.len()
+                ));
             }
             r.headers
                 .iter()
@@ -326,10 +374,16 @@ pub fn check_response_verdict(
 
 fn check_mask_plan(plan: &MaskPlan, patterns: usize) -> Result<(), String> {
     if plan.edits.len() > MASK_EDITS_MAX {
-        return Err(format!("{} mask edits (at most {MASK_EDITS_MAX})", plan.edits.len()));
+        return Err(format!(
+            "{} mask edits (at most {MASK_EDITS_MAX})",
+            plan.edits.len()
+        ));
     }
     if plan.findings.len() > FINDINGS_MAX {
-        return Err(format!("{} findings (at most {FINDINGS_MAX})", plan.findings.len()));
+        return Err(format!(
+            "{} findings (at most {FINDINGS_MAX})",
+            plan.findings.len()
+        ));
     }
     for edit in &plan.edits {
         match &edit.target {
@@ -348,7 +402,10 @@ fn check_mask_plan(plan: &MaskPlan, patterns: usize) -> Result<(), String> {
             }
             MaskTarget::ByteRange(r) => {
                 if r.start > r.end {
-                    return Err(format!("mask byte range {}..{} is reversed", r.start, r.end));
+                    return Err(format!(
+                        "mask byte range {}..{} is reversed",
+                        r.start, r.end
+                    ));
                 }
             }
         }
@@ -383,7 +440,8 @@ mod tests {
             phases: Phases::RESPONSE_HEADERS | Phases::RESPONSE_BODY,
             request_body_limit: 0,
             response_body_limit: 1024,
-            content_types: vec!["application/json".into(), "text/*".into()],
+            request_content_types: vec![],
+            response_content_types: vec!["application/json".into(), "text/*".into()],
             patterns: vec![r"\d+".into()],
             config_schema: Some("{}".into()),
         }
@@ -400,10 +458,16 @@ mod tests {
         d.name = "Bad Name".into();
         d.version = "one".into();
         d.response_body_limit = 0;
-        d.content_types.push("json".into());
+        d.response_content_types.push("json".into());
         d.patterns.push("(".into());
         let err = check_descriptor(&d).unwrap_err();
-        for needle in ["name \"Bad Name\"", "version \"one\"", "body limit of 0", "\"json\"", "pattern 1"] {
+        for needle in [
+            "name \"Bad Name\"",
+            "version \"one\"",
+            "body limit of 0",
+            "\"json\"",
+            "pattern 1",
+        ] {
             assert!(err.contains(needle), "{needle} missing from {err}");
         }
     }
@@ -422,13 +486,32 @@ mod tests {
     fn verdicts_outside_the_contract_are_rejected() {
         let d = descriptor();
         let need = ResponseVerdict::NeedBody(4096);
-        assert!(check_response_verdict(&need, &d, 1, Stage::Headers).unwrap_err().contains("1..=1024"));
-        let plan = MaskPlan { edits: vec![], findings: vec![] };
-        assert!(check_response_verdict(&ResponseVerdict::Mask(plan.clone()), &d, 1, Stage::Headers).is_err());
+        assert!(
+            check_response_verdict(&need, &d, 1, Stage::Headers)
+                .unwrap_err()
+                .contains("1..=1024")
+        );
+        let plan = MaskPlan {
+            edits: vec![],
+            findings: vec![],
+        };
+        assert!(
+            check_response_verdict(&ResponseVerdict::Mask(plan.clone()), &d, 1, Stage::Headers)
+                .is_err()
+        );
         assert!(check_response_verdict(&ResponseVerdict::Mask(plan), &d, 1, Stage::Body).is_ok());
-        let edit = RequestVerdict::Modify(vec![HeaderEdit::Set(("Authorization".into(), "x".into()))]);
-        assert!(check_request_verdict(&edit, &d, Stage::Headers).unwrap_err().contains("reserved"));
+        let edit =
+            RequestVerdict::Modify(vec![HeaderEdit::Set(("Authorization".into(), "x".into()))]);
+        assert!(
+            check_request_verdict(&edit, &d, Stage::Headers)
+                .unwrap_err()
+                .contains("reserved")
+        );
         let need = RequestVerdict::NeedBody(1);
-        assert!(check_request_verdict(&need, &d, Stage::Headers).unwrap_err().contains("request-body phase"));
+        assert!(
+            check_request_verdict(&need, &d, Stage::Headers)
+                .unwrap_err()
+                .contains("request-body phase")
+        );
     }
 }

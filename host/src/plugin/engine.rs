@@ -214,14 +214,17 @@ impl PluginEngine {
         let Some(path) = self.cache_path(sha256) else {
             return;
         };
-        let result = component.serialize().map_err(|e| e.to_string()).and_then(|bytes| {
-            let dir = path.parent().unwrap_or(std::path::Path::new("."));
-            std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
-            let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| e.to_string())?;
-            std::io::Write::write_all(&mut tmp, &bytes).map_err(|e| e.to_string())?;
-            tmp.persist(&path).map_err(|e| e.to_string())?;
-            Ok(())
-        });
+        let result = component
+            .serialize()
+            .map_err(|e| e.to_string())
+            .and_then(|bytes| {
+                let dir = path.parent().unwrap_or(std::path::Path::new("."));
+                std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+                let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| e.to_string())?;
+                std::io::Write::write_all(&mut tmp, &bytes).map_err(|e| e.to_string())?;
+                tmp.persist(&path).map_err(|e| e.to_string())?;
+                Ok(())
+            });
         if let Err(e) = result {
             tracing::warn!(path = %path.display(), error = %e, "could not write plugin artifact cache");
         }

@@ -103,7 +103,11 @@ impl HostState {
             }
         }
         if self.logs_dropped > 0 {
-            tracing::warn!(plugin, dropped = self.logs_dropped, "plugin log lines throttled");
+            tracing::warn!(
+                plugin,
+                dropped = self.logs_dropped,
+                "plugin log lines throttled"
+            );
         }
     }
 }
@@ -295,9 +299,16 @@ impl imports::HostBody for HostState {
         Ok(self.table.get(&body)?.0.len() as u64)
     }
 
-    fn read(&mut self, body: Resource<BodyView>, offset: u64, len: u32) -> wasmtime::Result<Vec<u8>> {
+    fn read(
+        &mut self,
+        body: Resource<BodyView>,
+        offset: u64,
+        len: u32,
+    ) -> wasmtime::Result<Vec<u8>> {
         let bytes = &self.table.get(&body)?.0;
-        let start = usize::try_from(offset).unwrap_or(usize::MAX).min(bytes.len());
+        let start = usize::try_from(offset)
+            .unwrap_or(usize::MAX)
+            .min(bytes.len());
         let end = start.saturating_add(len as usize).min(bytes.len());
         Ok(bytes[start..end].to_vec())
     }
@@ -396,7 +407,11 @@ impl OutputStream for Capture {
 }
 
 impl tokio::io::AsyncWrite for Capture {
-    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         self.push(buf);
         Poll::Ready(Ok(buf.len()))
     }

@@ -11,8 +11,8 @@ use super::bindings::{Policy, PolicyPre};
 use super::contract::{self, Stage};
 use super::host::{BodyView, HeaderView, HostState, PluginContext};
 use super::{
-    Descriptor, Hook, InstanceMode, PluginEngine, PluginError, PluginId, PluginSettings,
-    Request, RequestVerdict, ResponseVerdict,
+    Descriptor, Hook, InstanceMode, PluginEngine, PluginError, PluginId, PluginSettings, Request,
+    RequestVerdict, ResponseVerdict,
 };
 
 /// A plugin version, ready to be called.
@@ -118,9 +118,10 @@ impl Plugin {
         let verdict = self.call(Hook::OnRequest, |store, policy| {
             let h = store.data_mut().table.push(HeaderView(headers.clone()))?;
             let borrowed = Resource::new_borrow(h.rep());
-            let verdict = policy
-                .portcullis_policy_plugin()
-                .call_on_request(&mut *store, req, borrowed);
+            let verdict =
+                policy
+                    .portcullis_policy_plugin()
+                    .call_on_request(&mut *store, req, borrowed);
             store.data_mut().table.delete(h)?;
             verdict
         })?;
@@ -238,7 +239,10 @@ impl Plugin {
         hook: Hook,
         f: impl FnOnce(&mut Store<HostState>, &Policy) -> wasmtime::Result<R>,
     ) -> Result<R, PluginError> {
-        let mut warm = match self.take_idle() {
+        // Load-time hooks always run in an instance of their own that serves no traffic.
+        let load_time = matches!(hook, Hook::Describe | Hook::Configure);
+        let idle = if load_time { None } else { self.take_idle() };
+        let mut warm = match idle {
             Some(warm) => warm,
             None => self.instantiate(hook)?,
         };
@@ -250,7 +254,9 @@ impl Plugin {
         match result {
             Ok(value) => {
                 warm.calls += 1;
-                self.give_back(warm);
+                if !load_time {
+                    self.give_back(warm);
+                }
                 Ok(value)
             }
             Err(e) => Err(self.classify(hook, e, warm.store.data().limiter.memory_exceeded)),
@@ -273,7 +279,9 @@ impl Plugin {
             }),
             Err(e) => {
                 let memory = store.data().limiter.memory_exceeded;
-                if e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>().is_some() {
+                if e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
+                    .is_some()
+                {
                     Err(PluginError::Capacity {
                         plugin: self.id.clone(),
                         hook,
@@ -297,7 +305,10 @@ impl Plugin {
         if let InstanceMode::Reuse { calls } = self.settings.instance
             && warm.calls < calls
         {
-            self.idle.lock().unwrap_or_else(|p| p.into_inner()).push(warm);
+            self.idle
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(warm);
         }
     }
 

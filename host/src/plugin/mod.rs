@@ -29,8 +29,8 @@ pub use engine::{EngineSettings, PluginEngine};
 pub use loaded::Plugin;
 pub use registry::{PluginSpec, load_plugin, load_set};
 pub use set::{
-    BodyWant, Chain, PluginSet, RequestDecision, RequestOutcome, ResponseDecision,
-    ResponseOutcome, Step, StepResult,
+    BodyWant, Chain, PluginSet, RequestDecision, RequestOutcome, ResponseDecision, ResponseOutcome,
+    Step, StepResult,
 };
 
 /// Which version of which plugin: name, version and the sha256 of its file.
@@ -154,7 +154,10 @@ pub enum PluginError {
         reason: String,
     },
     /// The component was built for another contract version.
-    #[error("plugin file {file}: built for contract {found}, but this gateway speaks {}", contract::CONTRACT)]
+    #[error(
+        "plugin file {file}: built for contract {found}, but this gateway speaks {}",
+        contract::CONTRACT
+    )]
     ContractVersion {
         /// The file.
         file: String,
@@ -162,7 +165,10 @@ pub enum PluginError {
         found: String,
     },
     /// The component does not implement the contract.
-    #[error("plugin file {file}: does not implement {}: {reason}", contract::CONTRACT)]
+    #[error(
+        "plugin file {file}: does not implement {}: {reason}",
+        contract::CONTRACT
+    )]
     Contract {
         /// The file.
         file: String,

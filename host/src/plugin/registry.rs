@@ -58,7 +58,8 @@ pub fn load_plugin(engine: &PluginEngine, spec: &PluginSpec) -> Result<Arc<Plugi
             phases: super::Phases::empty(),
             request_body_limit: 0,
             response_body_limit: 0,
-            content_types: Vec::new(),
+            request_content_types: Vec::new(),
+            response_content_types: Vec::new(),
             patterns: Vec::new(),
             config_schema: None,
         },
@@ -68,18 +69,15 @@ pub fn load_plugin(engine: &PluginEngine, spec: &PluginSpec) -> Result<Arc<Plugi
         pre.clone(),
     );
     let described_as = format!("{file} (sha256:{})", &sha256[..12]);
-    let descriptor = provisional
-        .describe()
-        .map_err(|e| PluginError::Describe {
-            plugin: described_as.clone(),
-            reason: e.to_string(),
-        })?;
-    let patterns = contract::check_descriptor(&descriptor).map_err(|reason| {
-        PluginError::Describe {
+    let descriptor = provisional.describe().map_err(|e| PluginError::Describe {
+        plugin: described_as.clone(),
+        reason: e.to_string(),
+    })?;
+    let patterns =
+        contract::check_descriptor(&descriptor).map_err(|reason| PluginError::Describe {
             plugin: described_as.clone(),
             reason,
-        }
-    })?;
+        })?;
     if descriptor.name != spec.name {
         return Err(PluginError::Describe {
             plugin: described_as,

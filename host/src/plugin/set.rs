@@ -220,7 +220,7 @@ impl Chain {
             match verdict {
                 RequestVerdict::Allow => {}
                 RequestVerdict::NeedBody(limit) => {
-                    if contract::offers(&plugin.descriptor().content_types, content_type) {
+                    if contract::offers(&plugin.descriptor().request_content_types, content_type) {
                         out.body_wants.push(BodyWant { index, limit });
                     } else {
                         kind = "body-not-offered";
@@ -311,7 +311,11 @@ impl Chain {
             trace: Vec::new(),
         };
         for (index, plugin) in self.plugins.iter().enumerate() {
-            if !plugin.descriptor().phases.contains(Phases::RESPONSE_HEADERS) {
+            if !plugin
+                .descriptor()
+                .phases
+                .contains(Phases::RESPONSE_HEADERS)
+            {
                 continue;
             }
             let Some(verdict) = guarded(plugin, Hook::OnResponse, &mut out.trace, || {
@@ -324,7 +328,7 @@ impl Chain {
             match verdict {
                 ResponseVerdict::Pass | ResponseVerdict::Mask(_) => {}
                 ResponseVerdict::NeedBody(limit) => {
-                    if contract::offers(&plugin.descriptor().content_types, content_type) {
+                    if contract::offers(&plugin.descriptor().response_content_types, content_type) {
                         out.body_wants.push(BodyWant { index, limit });
                     } else {
                         kind = "body-not-offered";

@@ -1,5 +1,7 @@
 //! Test plugin that allows every request and passes every response.
-use portcullis_sdk::{Descriptor, Headers, Phases, Plugin, Request, RequestVerdict, ResponseVerdict};
+use portcullis_sdk::{
+    Descriptor, Headers, Phases, Plugin, Request, RequestVerdict, ResponseVerdict,
+};
 
 struct AllowAll;
 

@@ -5,8 +5,12 @@ struct BadDescribe;
 
 impl Plugin for BadDescribe {
     fn describe() -> Descriptor {
-        Descriptor::new("bad-describe", env!("CARGO_PKG_VERSION"), Phases::REQUEST_HEADERS)
-            .with_patterns(&["[a-z]+", "(unclosed"])
+        Descriptor::new(
+            "bad-describe",
+            env!("CARGO_PKG_VERSION"),
+            Phases::REQUEST_HEADERS,
+        )
+        .with_patterns(&["[a-z]+", "(unclosed"])
     }
 }
 

@@ -5,11 +5,19 @@ struct DenyAll;
 
 impl Plugin for DenyAll {
     fn describe() -> Descriptor {
-        Descriptor::new("deny-all", env!("CARGO_PKG_VERSION"), Phases::REQUEST_HEADERS)
+        Descriptor::new(
+            "deny-all",
+            env!("CARGO_PKG_VERSION"),
+            Phases::REQUEST_HEADERS,
+        )
     }
 
     fn on_request(_req: &Request, _headers: &Headers) -> RequestVerdict {
-        RequestVerdict::deny(403, "deny-all", "every request is denied by the deny-all plugin")
+        RequestVerdict::deny(
+            403,
+            "deny-all",
+            "every request is denied by the deny-all plugin",
+        )
     }
 }
 

@@ -63,7 +63,11 @@ fn misbehave(mode: &str, req: &Request) -> Option<RequestVerdict> {
             }
         }
         "huge-output" => Some(RequestVerdict::deny(403, "huge", &"x".repeat(8 << 20))),
-        "bad-status" => Some(RequestVerdict::deny(200, "bad-status", "not an error status")),
+        "bad-status" => Some(RequestVerdict::deny(
+            200,
+            "bad-status",
+            "not an error status",
+        )),
         "log-flood" => {
             for i in 0..10_000 {
                 host::log(Level::Info, &format!("flood line {i}"));
@@ -168,7 +172,12 @@ impl Plugin for Misbehave {
         }
     }
 
-    fn on_response_body(_req: &Request, _status: u16, headers: &Headers, body: &Body) -> ResponseVerdict {
+    fn on_response_body(
+        _req: &Request,
+        _status: u16,
+        headers: &Headers,
+        body: &Body,
+    ) -> ResponseVerdict {
         if mode(headers) == "bad-mask" {
             return ResponseVerdict::Mask(MaskPlan::new().regex(99, Strategy::Redact("X".into())));
         }
