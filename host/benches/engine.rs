@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use portcullis::plugin::{
-    EngineSettings, InstanceMode, PluginEngine, PluginSet, PluginSettings, PluginSpec, Principal,
-    Request, RequestVerdict, load_plugin,
+    EngineSettings, InstanceMode, Plugin, PluginEngine, PluginSet, PluginSettings, PluginSpec,
+    Principal, Request, RequestVerdict, load_plugin,
 };
 
 fn plugin_file(name: &str) -> PathBuf {
@@ -74,47 +74,81 @@ fn native_decision(req: &Request, blocked: &[&str]) -> bool {
 }
 
 fn bench(c: &mut Criterion) {
+    // The gateway's runtime flavour; plugin calls are async.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
     let engine = PluginEngine::new(EngineSettings::default()).expect("engine");
+    let (fresh, reuse, set) = rt.block_on(load(&engine));
+    let chain = set
+        .chain(&["allow-all", "plugin-template", "misbehave"])
+        .unwrap();
     let req = request();
     let h = headers();
-    let fresh = load_plugin(&engine, &spec("allow-all", InstanceMode::Fresh, serde_json::json!({}))).unwrap();
-    let reuse = load_plugin(
-        &engine,
-        &spec("allow-all", InstanceMode::Reuse { calls: u32::MAX }, serde_json::json!({})),
-    )
-    .unwrap();
-    let template_config = serde_json::json!({"blocked_methods": ["DELETE"], "paths": ["/admin/**"]});
-    let chain_plugins = vec![
-        fresh.clone(),
-        load_plugin(&engine, &spec("plugin-template", InstanceMode::Fresh, template_config)).unwrap(),
-        load_plugin(&engine, &spec("misbehave", InstanceMode::Fresh, serde_json::json!({}))).unwrap(),
-    ];
-    let set = PluginSet::new(chain_plugins, 1);
-    let chain = set.chain(&["allow-all", "plugin-template", "misbehave"]).unwrap();
-
+    let rt = &rt;
     let mut g = c.benchmark_group("engine");
     g.bench_function("native_baseline", |b| {
         b.iter(|| black_box(native_decision(black_box(&req), &["DELETE"])))
     });
     g.bench_function("allow_all_reuse", |b| {
-        b.iter(|| {
-            let v = reuse.on_request(black_box(&req), &h).unwrap();
+        b.to_async(rt).iter(|| async {
+            let v = reuse.on_request(black_box(&req), &h).await.unwrap();
             assert!(matches!(v, RequestVerdict::Allow));
         })
     });
     g.bench_function("allow_all_fresh", |b| {
-        b.iter(|| {
-            let v = fresh.on_request(black_box(&req), &h).unwrap();
+        b.to_async(rt).iter(|| async {
+            let v = fresh.on_request(black_box(&req), &h).await.unwrap();
             assert!(matches!(v, RequestVerdict::Allow));
         })
     });
     g.bench_function("chain_of_3_fresh", |b| {
-        b.iter(|| {
-            let out = chain.on_request(black_box(&req), &h).unwrap();
+        b.to_async(rt).iter(|| async {
+            let out = chain.on_request(black_box(&req), &h).await.unwrap();
             assert_eq!(out.trace.len(), 3);
         })
     });
     g.finish();
+}
+
+/// Load the plugins: `allow-all` fresh and reused, and a set for the chain of three.
+async fn load(engine: &PluginEngine) -> (Arc<Plugin>, Arc<Plugin>, PluginSet) {
+    let fresh = load_plugin(
+        engine,
+        &spec("allow-all", InstanceMode::Fresh, serde_json::json!({})),
+    )
+    .await
+    .unwrap();
+    let reuse = load_plugin(
+        engine,
+        &spec(
+            "allow-all",
+            InstanceMode::Reuse { calls: u32::MAX },
+            serde_json::json!({}),
+        ),
+    )
+    .await
+    .unwrap();
+    let template_config =
+        serde_json::json!({"blocked_methods": ["DELETE"], "paths": ["/admin/**"]});
+    let chain_plugins = vec![
+        fresh.clone(),
+        load_plugin(
+            engine,
+            &spec("plugin-template", InstanceMode::Fresh, template_config),
+        )
+        .await
+        .unwrap(),
+        load_plugin(
+            engine,
+            &spec("misbehave", InstanceMode::Fresh, serde_json::json!({})),
+        )
+        .await
+        .unwrap(),
+    ];
+    (fresh, reuse, PluginSet::new(chain_plugins, 1))
 }
 
 criterion_group!(benches, bench);

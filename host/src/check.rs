@@ -49,8 +49,8 @@ impl Report {
     }
 }
 
-/// Validate the configuration at `path` and load every plugin it names. Blocking: compiles.
-pub fn check(path: &Path) -> Report {
+/// Validate the configuration at `path` and load every plugin it names.
+pub async fn check(path: &Path) -> Report {
     let mut report = Report {
         loaded: Vec::new(),
         problems: Vec::new(),
@@ -74,7 +74,7 @@ pub fn check(path: &Path) -> Report {
         }
     };
     for (i, spec) in config.plugin_specs().iter().enumerate() {
-        match plugin::load_plugin(&engine, spec) {
+        match plugin::load_plugin(&engine, spec).await {
             Ok(p) => {
                 let d = p.descriptor();
                 report.loaded.push(format!(

@@ -13,9 +13,19 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("portcullis: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
     match cli.command {
         Command::Check { config } => {
-            let report = portcullis::check::check(&config);
+            let report = runtime.block_on(portcullis::check::check(&config));
             print!("{}", report.render(&config));
             if report.passed() {
                 ExitCode::SUCCESS

@@ -4,7 +4,7 @@
 //! A plugin is a type implementing [`Plugin`]; every hook has a sensible default, so a plugin
 //! writes only the phases it declares in [`Plugin::describe`]:
 //!
-//! ```ignore
+//! ```no_run
 //! use portcullis_sdk::{Descriptor, Headers, Phases, Plugin, Request, RequestVerdict};
 //!
 //! struct NoDeletes;

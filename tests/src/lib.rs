@@ -5,7 +5,6 @@
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::mpsc;
 use std::time::Duration;
 
 use portcullis::plugin::{
@@ -64,8 +63,9 @@ pub fn spec(name: &str, settings: PluginSettings, config: serde_json::Value) -> 
 }
 
 /// Load plugin `name`, panicking with the error if it does not load.
-pub fn load(engine: &PluginEngine, name: &str, settings: PluginSettings) -> Arc<Plugin> {
+pub async fn load(engine: &PluginEngine, name: &str, settings: PluginSettings) -> Arc<Plugin> {
     portcullis::plugin::load_plugin(engine, &spec(name, settings, serde_json::json!({})))
+        .await
         .unwrap_or_else(|e| panic!("{name} does not load: {e}"))
 }
 
@@ -105,14 +105,11 @@ pub fn headers(pairs: &[(&str, &str)]) -> Arc<http::HeaderMap> {
     Arc::new(map)
 }
 
-/// Run `f` on its own thread and fail if it has not finished within `limit`: a liveness
-/// bound (a hung plugin call must not hang the suite), not a performance assertion.
-pub fn within<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    rx.recv_timeout(limit)
+/// Await `f`, failing if it has not finished within `limit`: a liveness bound (a hung plugin
+/// call must not hang the suite), not a performance assertion.
+pub async fn within<T>(limit: Duration, f: impl Future<Output = T>) -> T {
+    tokio::time::timeout(limit, f)
+        .await
         .unwrap_or_else(|_| panic!("did not finish within {limit:?}"))
 }
 

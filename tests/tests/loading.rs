@@ -11,7 +11,7 @@ use portcullis_tests::{engine, load, plugin, root, settings, spec};
 use sha2::Digest;
 
 /// Load `bytes` written to a temporary file as plugin `name`.
-fn load_bytes(name: &str, bytes: &[u8]) -> Result<(), PluginError> {
+async fn load_bytes(name: &str, bytes: &[u8]) -> Result<(), PluginError> {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join(format!("{name}.wasm"));
     std::fs::write(&file, bytes).unwrap();
@@ -21,24 +21,26 @@ fn load_bytes(name: &str, bytes: &[u8]) -> Result<(), PluginError> {
         config: serde_json::json!({}),
         settings: settings(),
     };
-    load_plugin(&engine(), &spec).map(|_| ())
+    load_plugin(&engine(), &spec).await.map(|_| ())
 }
 
 fn wat(text: &str) -> Vec<u8> {
     wat::parse_str(text).expect("test WAT parses")
 }
 
-#[test]
-fn a_file_that_is_not_wasm_is_rejected() {
-    let e = load_bytes("text", b"this is not a component, it is text").unwrap_err();
+#[tokio::test]
+async fn a_file_that_is_not_wasm_is_rejected() {
+    let e = load_bytes("text", b"this is not a component, it is text")
+        .await
+        .unwrap_err();
     assert!(matches!(e, PluginError::Invalid { .. }), "{e}");
     assert!(e.to_string().contains("text.wasm"), "{e}");
     assert!(e.to_string().contains("not a WebAssembly file"), "{e}");
 }
 
-#[test]
-fn a_core_module_is_rejected_with_how_to_fix_it() {
-    let e = load_bytes("core", &wat("(module)")).unwrap_err();
+#[tokio::test]
+async fn a_core_module_is_rejected_with_how_to_fix_it() {
+    let e = load_bytes("core", &wat("(module)")).await.unwrap_err();
     assert!(
         e.to_string()
             .contains("core WebAssembly module, not a component"),
@@ -46,26 +48,28 @@ fn a_core_module_is_rejected_with_how_to_fix_it() {
     );
 }
 
-#[test]
-fn a_truncated_component_is_rejected() {
+#[tokio::test]
+async fn a_truncated_component_is_rejected() {
     let bytes = std::fs::read(plugin("allow-all")).unwrap();
-    let e = load_bytes("allow-all", &bytes[..bytes.len() / 2]).unwrap_err();
+    let e = load_bytes("allow-all", &bytes[..bytes.len() / 2])
+        .await
+        .unwrap_err();
     assert!(matches!(e, PluginError::Invalid { .. }), "{e}");
 }
 
-#[test]
-fn a_component_with_no_exports_is_rejected() {
-    let e = load_bytes("empty", &wat("(component)")).unwrap_err();
+#[tokio::test]
+async fn a_component_with_no_exports_is_rejected() {
+    let e = load_bytes("empty", &wat("(component)")).await.unwrap_err();
     assert!(matches!(e, PluginError::Contract { .. }), "{e}");
     assert!(e.to_string().contains("exports nothing"), "{e}");
 }
 
-#[test]
-fn a_component_built_for_another_contract_version_is_rejected_naming_both() {
+#[tokio::test]
+async fn a_component_built_for_another_contract_version_is_rejected_naming_both() {
     let bytes = wat(r#"(component
         (instance $plugin)
         (export "portcullis:policy/plugin@0.2.0" (instance $plugin)))"#);
-    let e = load_bytes("future", &bytes).unwrap_err();
+    let e = load_bytes("future", &bytes).await.unwrap_err();
     let PluginError::ContractVersion { found, .. } = &e else {
         panic!("expected a contract version error, got {e}");
     };
@@ -77,32 +81,33 @@ fn a_component_built_for_another_contract_version_is_rejected_naming_both() {
     );
 }
 
-#[test]
-fn a_component_exporting_the_wrong_shape_is_rejected() {
+#[tokio::test]
+async fn a_component_exporting_the_wrong_shape_is_rejected() {
     let bytes = wat(r#"(component
         (instance $plugin)
         (export "portcullis:policy/plugin@0.1.0" (instance $plugin)))"#);
-    let e = load_bytes("hollow", &bytes).unwrap_err();
+    let e = load_bytes("hollow", &bytes).await.unwrap_err();
     assert!(matches!(e, PluginError::Contract { .. }), "{e}");
 }
 
-#[test]
-fn a_component_importing_what_the_sandbox_lacks_is_rejected() {
+#[tokio::test]
+async fn a_component_importing_what_the_sandbox_lacks_is_rejected() {
     let bytes = wat(r#"(component
         (import "wasi:http/outgoing-handler@0.2.0" (instance (export "handle" (func))))
         (instance $plugin)
         (export "portcullis:policy/plugin@0.1.0" (instance $plugin)))"#);
-    let e = load_bytes("network", &bytes).unwrap_err();
+    let e = load_bytes("network", &bytes).await.unwrap_err();
     assert!(matches!(e, PluginError::Link { .. }), "{e}");
     assert!(e.to_string().contains("wasi:http/outgoing-handler"), "{e}");
 }
 
-#[test]
-fn a_bad_descriptor_is_reported_with_the_file_and_every_problem() {
+#[tokio::test]
+async fn a_bad_descriptor_is_reported_with_the_file_and_every_problem() {
     let e = load_plugin(
         &engine(),
         &spec("bad-describe", settings(), serde_json::json!({})),
     )
+    .await
     .unwrap_err();
     let text = e.to_string();
     assert!(matches!(e, PluginError::Describe { .. }), "{text}");
@@ -113,11 +118,11 @@ fn a_bad_descriptor_is_reported_with_the_file_and_every_problem() {
     );
 }
 
-#[test]
-fn a_name_that_differs_from_the_configuration_is_rejected() {
+#[tokio::test]
+async fn a_name_that_differs_from_the_configuration_is_rejected() {
     let mut s = spec("allow-all", settings(), serde_json::json!({}));
     s.name = "deny-all".into();
-    let e = load_plugin(&engine(), &s).unwrap_err();
+    let e = load_plugin(&engine(), &s).await.unwrap_err();
     assert!(
         e.to_string().contains(
             "declares the name \"allow-all\" but the configuration loads it as \"deny-all\""
@@ -126,14 +131,14 @@ fn a_name_that_differs_from_the_configuration_is_rejected() {
     );
 }
 
-#[test]
-fn configure_errors_name_the_plugin_and_carry_its_message() {
+#[tokio::test]
+async fn configure_errors_name_the_plugin_and_carry_its_message() {
     let s = spec(
         "misbehave",
         settings(),
         serde_json::json!({"mode": "reject-config"}),
     );
-    let e = load_plugin(&engine(), &s).unwrap_err();
+    let e = load_plugin(&engine(), &s).await.unwrap_err();
     let PluginError::Configure { plugin, reason } = &e else {
         panic!("expected a configure error, got {e}");
     };
@@ -145,18 +150,18 @@ fn configure_errors_name_the_plugin_and_carry_its_message() {
     );
 }
 
-#[test]
-fn a_missing_file_is_reported_with_its_path() {
+#[tokio::test]
+async fn a_missing_file_is_reported_with_its_path() {
     let s = PluginSpec {
         file: root().join("target/plugins/does-not-exist.wasm"),
         ..spec("allow-all", settings(), serde_json::json!({}))
     };
-    let e = load_plugin(&engine(), &s).unwrap_err();
+    let e = load_plugin(&engine(), &s).await.unwrap_err();
     assert!(e.to_string().contains("does-not-exist.wasm"), "{e}");
 }
 
-#[test]
-fn a_set_reports_every_failure_not_just_the_first() {
+#[tokio::test]
+async fn a_set_reports_every_failure_not_just_the_first() {
     let specs = vec![
         spec("allow-all", settings(), serde_json::json!({})),
         spec("bad-describe", settings(), serde_json::json!({})),
@@ -166,13 +171,13 @@ fn a_set_reports_every_failure_not_just_the_first() {
             serde_json::json!({"mode": "reject-config"}),
         ),
     ];
-    let errors = load_set(&engine(), &specs, 1).unwrap_err();
+    let errors = load_set(&engine(), &specs, 1).await.unwrap_err();
     assert_eq!(errors.len(), 2);
 }
 
-#[test]
-fn plugins_are_identified_by_name_version_and_sha256() {
-    let p = load(&engine(), "deny-all", settings());
+#[tokio::test]
+async fn plugins_are_identified_by_name_version_and_sha256() {
+    let p = load(&engine(), "deny-all", settings()).await;
     let digest = hex::encode(sha2::Sha256::digest(
         std::fs::read(plugin("deny-all")).unwrap(),
     ));
@@ -181,8 +186,8 @@ fn plugins_are_identified_by_name_version_and_sha256() {
     assert_eq!(p.id().sha256, digest);
 }
 
-#[test]
-fn pool_exhaustion_is_a_capacity_error_not_a_crash() {
+#[tokio::test]
+async fn pool_exhaustion_is_a_capacity_error_not_a_crash() {
     let engine = PluginEngine::new(EngineSettings {
         max_instances: 1,
         max_memory: 64 << 20,
@@ -194,20 +199,21 @@ fn pool_exhaustion_is_a_capacity_error_not_a_crash() {
         instance: InstanceMode::Reuse { calls: 100 },
         ..settings()
     };
-    let holder = load(&engine, "allow-all", reuse);
+    let holder = load(&engine, "allow-all", reuse).await;
     let h = portcullis_tests::headers(&[]);
     let req = portcullis_tests::request("r", "GET", "/");
-    holder.on_request(&req, &h).unwrap();
+    holder.on_request(&req, &h).await.unwrap();
     let other = load_plugin(
         &engine,
         &spec("deny-all", settings(), serde_json::json!({})),
-    );
+    )
+    .await;
     let e = other.unwrap_err();
     assert!(e.to_string().contains("no instance available"), "{e}");
 }
 
-#[test]
-fn compiled_components_are_cached_on_disk_by_sha256() {
+#[tokio::test]
+async fn compiled_components_are_cached_on_disk_by_sha256() {
     let cache = tempfile::tempdir().unwrap();
     let settings_with_cache = || EngineSettings {
         max_instances: 8,
@@ -215,7 +221,7 @@ fn compiled_components_are_cached_on_disk_by_sha256() {
         cache_dir: Some(cache.path().to_path_buf()),
     };
     let first = PluginEngine::new(settings_with_cache()).unwrap();
-    let p = load(&first, "allow-all", settings());
+    let p = load(&first, "allow-all", settings()).await;
     let cached: Vec<_> = std::fs::read_dir(cache.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -224,18 +230,19 @@ fn compiled_components_are_cached_on_disk_by_sha256() {
     assert!(cached[0].starts_with(&p.id().sha256), "{cached:?}");
     // A new engine (a restart) loads the artifact and it works.
     let second = PluginEngine::new(settings_with_cache()).unwrap();
-    let again = load(&second, "allow-all", settings());
+    let again = load(&second, "allow-all", settings()).await;
     let verdict = again
         .on_request(
             &portcullis_tests::request("r", "GET", "/"),
             &portcullis_tests::headers(&[]),
         )
+        .await
         .unwrap();
     assert!(matches!(verdict, portcullis::plugin::RequestVerdict::Allow));
 }
 
-#[test]
-fn a_corrupt_cache_entry_is_ignored_and_recompiled() {
+#[tokio::test]
+async fn a_corrupt_cache_entry_is_ignored_and_recompiled() {
     let cache = tempfile::tempdir().unwrap();
     let engine = || {
         PluginEngine::new(EngineSettings {
@@ -245,7 +252,7 @@ fn a_corrupt_cache_entry_is_ignored_and_recompiled() {
         })
         .unwrap()
     };
-    load(&engine(), "allow-all", settings());
+    load(&engine(), "allow-all", settings()).await;
     let entry = std::fs::read_dir(cache.path())
         .unwrap()
         .next()
@@ -253,17 +260,17 @@ fn a_corrupt_cache_entry_is_ignored_and_recompiled() {
         .unwrap()
         .path();
     std::fs::write(&entry, b"garbage").unwrap();
-    load(&engine(), "allow-all", settings());
+    load(&engine(), "allow-all", settings()).await;
     assert!(
         std::fs::metadata(&entry).unwrap().len() > 7,
         "rewritten with a real artifact"
     );
 }
 
-#[test]
-fn the_example_configuration_loads_every_plugin() {
+#[tokio::test]
+async fn the_example_configuration_loads_every_plugin() {
     let path = root().join("examples/portcullis.toml");
-    let report = portcullis::check::check(&path);
+    let report = portcullis::check::check(&path).await;
     assert!(report.passed(), "{}", report.render(&path));
     let digest =
         |name: &str| hex::encode(sha2::Sha256::digest(std::fs::read(plugin(name)).unwrap()));
@@ -276,8 +283,8 @@ fn the_example_configuration_loads_every_plugin() {
     }
 }
 
-#[test]
-fn check_reports_every_problem_at_once() {
+#[tokio::test]
+async fn check_reports_every_problem_at_once() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::copy(plugin("bad-describe"), dir.path().join("bad-describe.wasm")).unwrap();
     std::fs::copy(plugin("misbehave"), dir.path().join("misbehave.wasm")).unwrap();
@@ -296,7 +303,7 @@ config = { mode = "reject-config" }
 "#,
     )
     .unwrap();
-    let report = portcullis::check::check(&config);
+    let report = portcullis::check::check(&config).await;
     assert_eq!(report.problems.len(), 2, "{:?}", report.problems);
     assert!(
         report.problems[0].starts_with("plugin[0]: plugin "),

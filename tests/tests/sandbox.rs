@@ -13,152 +13,156 @@ use portcullis_tests::{assert_names_plugin, engine, headers, load, request, sett
 
 const LIVENESS: Duration = Duration::from_secs(30);
 
-fn misbehave() -> Arc<Plugin> {
-    load(&engine(), "misbehave", settings())
+async fn misbehave() -> Arc<Plugin> {
+    load(&engine(), "misbehave", settings()).await
 }
 
-/// Call misbehave's request hook in the given mode, on its own thread, bounded.
-fn on_request(plugin: &Arc<Plugin>, mode: &str) -> Result<RequestVerdict, PluginError> {
-    let plugin = plugin.clone();
-    let mode = mode.to_string();
-    within(LIVENESS, move || {
+/// Call misbehave's request hook in the given mode, bounded in time.
+async fn on_request(plugin: &Arc<Plugin>, mode: &str) -> Result<RequestVerdict, PluginError> {
+    within(
+        LIVENESS,
         plugin.on_request(
             &request("r1", "GET", "/x"),
-            &headers(&[("x-misbehave", &mode)]),
-        )
-    })
+            &headers(&[("x-misbehave", mode)]),
+        ),
+    )
+    .await
 }
 
 /// The host is still fine after a failure: the same plugin answers the next call.
-fn assert_still_serves(plugin: &Arc<Plugin>) {
-    let verdict = on_request(plugin, "none").expect("a well-behaved call succeeds");
+async fn assert_still_serves(plugin: &Arc<Plugin>) {
+    let verdict = on_request(plugin, "none")
+        .await
+        .expect("a well-behaved call succeeds");
     assert!(matches!(verdict, RequestVerdict::Allow), "{verdict:?}");
 }
 
-#[test]
-fn trap_fails_the_call_and_names_the_plugin() {
-    let p = misbehave();
-    let e = on_request(&p, "trap").unwrap_err();
+#[tokio::test]
+async fn trap_fails_the_call_and_names_the_plugin() {
+    let p = misbehave().await;
+    let e = on_request(&p, "trap").await.unwrap_err();
     assert!(matches!(e, PluginError::Trap { .. }), "{e}");
     assert_names_plugin(&e, "misbehave");
-    assert_still_serves(&p);
+    assert_still_serves(&p).await;
 }
 
-#[test]
-fn panic_fails_the_call_as_a_trap() {
-    let p = misbehave();
-    let e = on_request(&p, "panic").unwrap_err();
+#[tokio::test]
+async fn panic_fails_the_call_as_a_trap() {
+    let p = misbehave().await;
+    let e = on_request(&p, "panic").await.unwrap_err();
     assert!(matches!(e, PluginError::Trap { .. }), "{e}");
     assert!(e.to_string().contains("on-request"), "{e}");
-    assert_still_serves(&p);
+    assert_still_serves(&p).await;
 }
 
-#[test]
-fn infinite_loop_is_stopped_by_the_deadline() {
-    let p = misbehave();
-    let e = on_request(&p, "loop").unwrap_err();
+#[tokio::test]
+async fn infinite_loop_is_stopped_by_the_deadline() {
+    let p = misbehave().await;
+    let e = on_request(&p, "loop").await.unwrap_err();
     let PluginError::Timeout { timeout, .. } = &e else {
         panic!("expected a timeout, got {e}");
     };
     assert_eq!(*timeout, Duration::from_millis(100));
     assert_names_plugin(&e, "misbehave");
-    assert_still_serves(&p);
+    assert_still_serves(&p).await;
 }
 
-#[test]
-fn memory_growth_past_the_limit_is_reported_as_such() {
-    let p = misbehave();
-    let e = on_request(&p, "memory").unwrap_err();
+#[tokio::test]
+async fn memory_growth_past_the_limit_is_reported_as_such() {
+    let p = misbehave().await;
+    let e = on_request(&p, "memory").await.unwrap_err();
     let PluginError::Memory { limit, .. } = &e else {
         panic!("expected a memory failure, got {e}");
     };
     assert_eq!(*limit, 16 << 20);
     assert_names_plugin(&e, "misbehave");
-    assert_still_serves(&p);
+    assert_still_serves(&p).await;
 }
 
-#[test]
-fn huge_output_is_an_invalid_verdict() {
+#[tokio::test]
+async fn huge_output_is_an_invalid_verdict() {
     // Room for the 8 MiB reason, so the host's bound (not the memory limit) is what stops it.
     let settings = portcullis::plugin::PluginSettings {
         memory_limit: 64 << 20,
         ..settings()
     };
-    let p = load(&engine(), "misbehave", settings);
-    let e = on_request(&p, "huge-output").unwrap_err();
+    let p = load(&engine(), "misbehave", settings).await;
+    let e = on_request(&p, "huge-output").await.unwrap_err();
     assert!(matches!(e, PluginError::Verdict { .. }), "{e}");
     assert!(
         e.to_string().contains("deny reason of 8388608 bytes"),
         "{e}"
     );
-    assert_still_serves(&p);
+    assert_still_serves(&p).await;
 }
 
-#[test]
-fn asking_for_more_body_than_declared_is_an_invalid_verdict() {
-    let p = misbehave();
-    let e = on_request(&p, "bad-verdict").unwrap_err();
+#[tokio::test]
+async fn asking_for_more_body_than_declared_is_an_invalid_verdict() {
+    let p = misbehave().await;
+    let e = on_request(&p, "bad-verdict").await.unwrap_err();
     assert!(e.to_string().contains("request-body-limit"), "{e}");
     assert_names_plugin(&e, "misbehave");
 }
 
-#[test]
-fn deny_with_a_success_status_is_an_invalid_verdict() {
-    let p = misbehave();
-    let e = on_request(&p, "bad-status").unwrap_err();
+#[tokio::test]
+async fn deny_with_a_success_status_is_an_invalid_verdict() {
+    let p = misbehave().await;
+    let e = on_request(&p, "bad-status").await.unwrap_err();
     assert!(e.to_string().contains("deny status 200"), "{e}");
 }
 
-#[test]
-fn mask_plan_with_an_undeclared_pattern_is_an_invalid_verdict() {
-    let p = misbehave();
+#[tokio::test]
+async fn mask_plan_with_an_undeclared_pattern_is_an_invalid_verdict() {
+    let p = misbehave().await;
     let h = headers(&[
         ("x-misbehave", "bad-mask"),
         ("content-type", "application/json"),
     ]);
     let req = request("r1", "GET", "/x");
-    let verdict = p.on_response(&req, 200, &h).unwrap();
+    let verdict = p.on_response(&req, 200, &h).await.unwrap();
     assert!(
         matches!(verdict, ResponseVerdict::NeedBody(_)),
         "{verdict:?}"
     );
     let e = p
         .on_response_body(&req, 200, &h, Bytes::from_static(b"{}"))
+        .await
         .unwrap_err();
     assert!(e.to_string().contains("mask uses pattern 99"), "{e}");
 }
 
-#[test]
-fn log_and_stdout_floods_are_throttled_not_fatal() {
-    let p = misbehave();
+#[tokio::test]
+async fn log_and_stdout_floods_are_throttled_not_fatal() {
+    let p = misbehave().await;
     assert!(matches!(
-        on_request(&p, "log-flood").unwrap(),
+        on_request(&p, "log-flood").await.unwrap(),
         RequestVerdict::Allow
     ));
     assert!(matches!(
-        on_request(&p, "stdout-flood").unwrap(),
+        on_request(&p, "stdout-flood").await.unwrap(),
         RequestVerdict::Allow
     ));
 }
 
-#[test]
-fn the_sandbox_has_no_files_environment_or_arguments() {
-    let p = misbehave();
-    let RequestVerdict::Deny(deny) = on_request(&p, "probe").unwrap() else {
+#[tokio::test]
+async fn the_sandbox_has_no_files_environment_or_arguments() {
+    let p = misbehave().await;
+    let RequestVerdict::Deny(deny) = on_request(&p, "probe").await.unwrap() else {
         panic!("probe answers with a deny carrying its report");
     };
     assert_eq!(deny.reason, "fs=denied file=denied env=0 args=0");
 }
 
-#[test]
-fn fresh_instances_never_see_an_earlier_calls_globals() {
-    let p = misbehave();
+#[tokio::test]
+async fn fresh_instances_never_see_an_earlier_calls_globals() {
+    let p = misbehave().await;
     for id in ["first", "second", "third"] {
         let verdict = p
             .on_request(
                 &request(id, "GET", "/x"),
                 &headers(&[("x-misbehave", "remember")]),
             )
+            .await
             .unwrap();
         assert!(
             matches!(verdict, RequestVerdict::Allow),
@@ -167,21 +171,26 @@ fn fresh_instances_never_see_an_earlier_calls_globals() {
     }
 }
 
-#[test]
-fn reused_instances_do_keep_globals_which_is_why_fresh_is_the_default() {
+#[tokio::test]
+async fn reused_instances_do_keep_globals_which_is_why_fresh_is_the_default() {
     // The control for the test above: the same plugin in reuse mode does see the earlier id,
     // so the fresh-mode test would catch a host that reused instances.
     let settings = portcullis::plugin::PluginSettings {
         instance: InstanceMode::Reuse { calls: 10 },
         ..settings()
     };
-    let p = load(&engine(), "misbehave", settings);
+    let p = load(&engine(), "misbehave", settings).await;
     let h = headers(&[("x-misbehave", "remember")]);
     assert!(matches!(
-        p.on_request(&request("first", "GET", "/x"), &h).unwrap(),
+        p.on_request(&request("first", "GET", "/x"), &h)
+            .await
+            .unwrap(),
         RequestVerdict::Allow
     ));
-    let RequestVerdict::Deny(deny) = p.on_request(&request("second", "GET", "/x"), &h).unwrap()
+    let RequestVerdict::Deny(deny) = p
+        .on_request(&request("second", "GET", "/x"), &h)
+        .await
+        .unwrap()
     else {
         panic!("a reused instance keeps its globals");
     };
@@ -191,85 +200,83 @@ fn reused_instances_do_keep_globals_which_is_why_fresh_is_the_default() {
     );
 }
 
-#[test]
-fn reused_instances_are_dropped_after_a_failure() {
+#[tokio::test]
+async fn reused_instances_are_dropped_after_a_failure() {
     let settings = portcullis::plugin::PluginSettings {
         instance: InstanceMode::Reuse { calls: 10 },
         ..settings()
     };
-    let p = load(&engine(), "misbehave", settings);
+    let p = load(&engine(), "misbehave", settings).await;
     let remember = headers(&[("x-misbehave", "remember")]);
     p.on_request(&request("before-trap", "GET", "/x"), &remember)
+        .await
         .unwrap();
-    on_request(&p, "trap").unwrap_err();
+    on_request(&p, "trap").await.unwrap_err();
     // The trapped instance (which held "before-trap") is gone: a new one remembers nothing.
     let verdict = p
         .on_request(&request("after-trap", "GET", "/x"), &remember)
+        .await
         .unwrap();
     assert!(matches!(verdict, RequestVerdict::Allow), "{verdict:?}");
 }
 
-#[test]
-fn reused_instances_are_recycled_after_their_call_budget() {
+#[tokio::test]
+async fn reused_instances_are_recycled_after_their_call_budget() {
     let settings = portcullis::plugin::PluginSettings {
         instance: InstanceMode::Reuse { calls: 2 },
         ..settings()
     };
-    let p = load(&engine(), "misbehave", settings);
+    let p = load(&engine(), "misbehave", settings).await;
     let h = headers(&[("x-misbehave", "remember")]);
-    let verdicts: Vec<bool> = ["a", "b", "c", "d"]
-        .iter()
-        .map(|id| {
-            matches!(
-                p.on_request(&request(id, "GET", "/x"), &h).unwrap(),
-                RequestVerdict::Allow
-            )
-        })
-        .collect();
+    let mut verdicts = Vec::new();
+    for id in ["a", "b", "c", "d"] {
+        let v = p.on_request(&request(id, "GET", "/x"), &h).await.unwrap();
+        verdicts.push(matches!(v, RequestVerdict::Allow));
+    }
     // a: new instance (allow), b: same instance (sees a), then recycled; c: new (allow), d: sees c.
     assert_eq!(verdicts, [true, false, true, false]);
 }
 
-fn chain_of(names: &[&str], failure: FailurePolicy) -> (PluginSet, portcullis::plugin::Chain) {
+async fn chain_of(
+    names: &[&str],
+    failure: FailurePolicy,
+) -> (PluginSet, portcullis::plugin::Chain) {
     let engine = engine();
-    let plugins = names
-        .iter()
-        .map(|n| {
-            load(
-                &engine,
-                n,
-                portcullis::plugin::PluginSettings {
-                    failure,
-                    ..settings()
-                },
-            )
-        })
-        .collect();
+    let mut plugins = Vec::new();
+    for n in names {
+        let settings = portcullis::plugin::PluginSettings {
+            failure,
+            ..settings()
+        };
+        plugins.push(load(&engine, n, settings).await);
+    }
     let set = PluginSet::new(plugins, 1);
     let chain = set.chain(names).unwrap();
     (set, chain)
 }
 
-#[test]
-fn fail_closed_plugin_failure_fails_the_chain() {
-    let (_set, chain) = chain_of(&["misbehave", "allow-all"], FailurePolicy::FailClosed);
+#[tokio::test]
+async fn fail_closed_plugin_failure_fails_the_chain() {
+    let (_set, chain) = chain_of(&["misbehave", "allow-all"], FailurePolicy::FailClosed).await;
     let e = chain
         .on_request(
             &request("r", "GET", "/"),
             &headers(&[("x-misbehave", "trap")]),
         )
+        .await
         .unwrap_err();
     assert_names_plugin(&e, "misbehave");
 }
 
-#[test]
-fn fail_open_plugin_failure_is_skipped_and_recorded() {
-    let (_set, chain) = chain_of(&["misbehave", "deny-all"], FailurePolicy::FailOpen);
+#[tokio::test]
+async fn fail_open_plugin_failure_is_skipped_and_recorded() {
+    let (_set, chain) = chain_of(&["misbehave", "deny-all"], FailurePolicy::FailOpen).await;
     let out = chain
         .on_request(
             &request("r", "GET", "/"),
             &headers(&[("x-misbehave", "loop")]),
         )
+        .await
         .unwrap();
     // The failed plugin is recorded with its name and failure; the next plugin still decides.
     let StepResult::FailedOpen(why) = &out.trace[0].result else {
@@ -286,26 +293,27 @@ fn fail_open_plugin_failure_is_skipped_and_recorded() {
     );
 }
 
-#[test]
-fn first_deny_ends_the_chain() {
-    let (_set, chain) = chain_of(&["deny-all", "misbehave"], FailurePolicy::FailClosed);
+#[tokio::test]
+async fn first_deny_ends_the_chain() {
+    let (_set, chain) = chain_of(&["deny-all", "misbehave"], FailurePolicy::FailClosed).await;
     // misbehave would trap, but deny-all comes first and ends the chain.
     let out = chain
         .on_request(
             &request("r", "DELETE", "/"),
             &headers(&[("x-misbehave", "trap")]),
         )
+        .await
         .unwrap();
     assert!(matches!(out.decision, RequestDecision::Deny { .. }));
     assert_eq!(out.trace.len(), 1);
 }
 
-#[test]
-fn body_is_given_only_to_plugins_that_asked_and_only_within_their_limit() {
-    let (_set, chain) = chain_of(&["allow-all", "misbehave"], FailurePolicy::FailClosed);
+#[tokio::test]
+async fn body_is_given_only_to_plugins_that_asked_and_only_within_their_limit() {
+    let (_set, chain) = chain_of(&["allow-all", "misbehave"], FailurePolicy::FailClosed).await;
     let h = headers(&[("x-misbehave", "need-body"), ("content-type", "text/plain")]);
     let req = request("r", "POST", "/items");
-    let out = chain.on_request(&req, &h).unwrap();
+    let out = chain.on_request(&req, &h).await.unwrap();
     assert_eq!(out.body_wants.len(), 1);
     assert_eq!(out.body_wants[0].index, 1, "only misbehave asked");
     assert_eq!(out.body_limit(), Some(1 << 20));
@@ -313,32 +321,35 @@ fn body_is_given_only_to_plugins_that_asked_and_only_within_their_limit() {
     let body = Bytes::from_static(b"this is forbidden");
     let out = chain
         .on_request_body(&req, &h, &body, &out.body_wants.clone())
+        .await
         .unwrap();
     let RequestDecision::Deny { deny, .. } = out.decision else {
         panic!("the body hook saw the body and denied");
     };
     assert_eq!(deny.code, "body-forbidden");
 
-    let wants = chain.on_request(&req, &h).unwrap().body_wants;
+    let wants = chain.on_request(&req, &h).await.unwrap().body_wants;
     let too_big = Bytes::from(vec![b'a'; (1 << 20) + 1]);
     let e = chain
         .on_request_body(&req, &h, &too_big, &wants)
+        .await
         .unwrap_err();
     assert!(matches!(e, PluginError::BodyTooLarge { .. }), "{e}");
 }
 
-#[test]
-fn response_body_masking_returns_a_plan_with_findings_and_counts() {
-    let (set, chain) = chain_of(&["misbehave"], FailurePolicy::FailClosed);
+#[tokio::test]
+async fn response_body_masking_returns_a_plan_with_findings_and_counts() {
+    let (set, chain) = chain_of(&["misbehave"], FailurePolicy::FailClosed).await;
     let h = headers(&[
         ("x-misbehave", "need-body"),
         ("content-type", "application/json"),
     ]);
     let req = request("r", "GET", "/items");
-    let out = chain.on_response(&req, 200, &h).unwrap();
+    let out = chain.on_response(&req, 200, &h).await.unwrap();
     let body = Bytes::from_static(br#"{"a":"secret-123","b":"secret-456"}"#);
     let out = chain
         .on_response_body(&req, 200, &h, &body, &out.body_wants)
+        .await
         .unwrap();
     assert!(matches!(out.decision, ResponseDecision::Continue));
     let (by, plan) = &out.masks[0];
@@ -349,38 +360,35 @@ fn response_body_masking_returns_a_plan_with_findings_and_counts() {
     assert_eq!(counters, vec![("secrets-masked".to_string(), 2)]);
 }
 
-#[test]
-fn a_body_of_an_undeclared_content_type_is_not_offered() {
-    let (_set, chain) = chain_of(&["misbehave"], FailurePolicy::FailClosed);
+#[tokio::test]
+async fn a_body_of_an_undeclared_content_type_is_not_offered() {
+    let (_set, chain) = chain_of(&["misbehave"], FailurePolicy::FailClosed).await;
     let h = headers(&[("x-misbehave", "need-body"), ("content-type", "image/png")]);
     let out = chain
         .on_response(&request("r", "GET", "/"), 200, &h)
+        .await
         .unwrap();
     assert!(out.body_wants.is_empty());
     assert_eq!(out.trace[0].result, StepResult::Verdict("body-not-offered"));
 }
 
-#[test]
-fn concurrent_calls_in_fresh_mode_all_succeed() {
-    let p = misbehave();
-    let threads: Vec<_> = (0..8)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_calls_in_fresh_mode_all_succeed() {
+    let p = misbehave().await;
+    let tasks: Vec<_> = (0..8)
         .map(|t| {
             let p = p.clone();
-            std::thread::spawn(move || {
+            tokio::spawn(async move {
                 for i in 0..50 {
                     let id = format!("t{t}-{i}");
-                    let v = p
-                        .on_request(
-                            &request(&id, "GET", "/"),
-                            &headers(&[("x-misbehave", "remember")]),
-                        )
-                        .unwrap();
+                    let h = headers(&[("x-misbehave", "remember")]);
+                    let v = p.on_request(&request(&id, "GET", "/"), &h).await.unwrap();
                     assert!(matches!(v, RequestVerdict::Allow), "{id}: {v:?}");
                 }
             })
         })
         .collect();
-    for t in threads {
-        t.join().unwrap();
+    for t in tasks {
+        t.await.unwrap();
     }
 }

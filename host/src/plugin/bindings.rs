@@ -5,6 +5,7 @@ wasmtime::component::bindgen!({
     world: "policy",
     path: "../wit",
     imports: { default: trappable },
+    exports: { default: async },
     with: {
         "portcullis:policy/host.headers": crate::plugin::host::HeaderView,
         "portcullis:policy/host.body": crate::plugin::host::BodyView,

@@ -83,6 +83,8 @@ impl PluginEngine {
             .table_elements(100_000)
             .max_core_instance_size(4 << 20)
             .max_component_instance_size(4 << 20)
+            // Each call runs on a fiber stack from the pool (calls are async).
+            .total_stacks(instances)
             // Measured (BENCHMARKS.md): after a short-lived instance, restoring only the pages
             // it dirtied (found with the PAGEMAP_SCAN ioctl, Linux 6.7+, used when available)
             // within a resident prefix beats both memset of the prefix and returning every
@@ -99,7 +101,9 @@ impl PluginEngine {
         let engine = Engine::new(&config).map_err(engine_error)?;
 
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(engine_error)?;
+        // Async WASI: its I/O interfaces are futures on the gateway's runtime. (The sync flavour
+        // blocks on a runtime of its own and panics when called from a runtime worker.)
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(engine_error)?;
         Policy::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(
             &mut linker,
             |state| state,
@@ -232,12 +236,6 @@ impl PluginEngine {
             tracing::warn!(path = %path.display(), error = %e, "could not write plugin artifact cache");
         }
     }
-
-    /// Epoch ticks for a deadline (rounded up, plus one for the tick already under way).
-    pub(crate) fn deadline_ticks(timeout: Duration) -> u64 {
-        let tick = EPOCH_TICK.as_nanos();
-        (timeout.as_nanos().div_ceil(tick) as u64).saturating_add(1)
-    }
 }
 
 impl Drop for Inner {
@@ -276,16 +274,5 @@ impl Ticker {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn deadline_rounds_up_and_adds_the_running_tick() {
-        assert_eq!(PluginEngine::deadline_ticks(Duration::from_millis(50)), 51);
-        assert_eq!(PluginEngine::deadline_ticks(Duration::from_micros(1500)), 3);
     }
 }

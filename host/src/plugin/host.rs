@@ -5,7 +5,7 @@ use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use regex::Regex;
@@ -58,6 +58,8 @@ pub struct HostState {
     logs_dropped: u32,
     stdout: Capture,
     stderr: Capture,
+    /// When the current call must end; checked at every epoch tick.
+    pub(crate) deadline: Instant,
 }
 
 impl HostState {
@@ -85,11 +87,14 @@ impl HostState {
             logs_dropped: 0,
             stdout,
             stderr,
+            deadline: Instant::now(),
         }
     }
 
-    /// Reset per-call budgets (an instance in `reuse` mode serves many calls).
-    pub fn begin_call(&mut self) {
+    /// Start a call that must end within `timeout`, with fresh per-call budgets (an instance
+    /// in `reuse` mode serves many calls).
+    pub fn begin_call(&mut self, timeout: Duration) {
+        self.deadline = Instant::now() + timeout;
         self.logs_left = LOG_LINES_PER_CALL;
         self.logs_dropped = 0;
     }

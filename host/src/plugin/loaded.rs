@@ -1,11 +1,12 @@
 //! One loaded plugin version and how its hooks are called: a fresh sandboxed instance per
 //! call (or a reused one in `reuse` mode), under a deadline and a memory limit, with every
-//! verdict checked against the contract before anyone acts on it.
+//! verdict checked against the contract before anyone acts on it. Calls are async: a guest
+//! yields to the runtime at every epoch tick and is stopped at its deadline.
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use wasmtime::Store;
 use wasmtime::component::Resource;
+use wasmtime::{Store, UpdateDeadline};
 
 use super::bindings::{Policy, PolicyPre};
 use super::contract::{self, Stage};
@@ -23,7 +24,6 @@ pub struct Plugin {
     ctx: Arc<PluginContext>,
     engine: PluginEngine,
     pre: PolicyPre<HostState>,
-    deadline_ticks: u64,
     /// Idle instances in `reuse` mode, with the calls each has served.
     idle: Mutex<Vec<Warm>>,
 }
@@ -52,7 +52,6 @@ impl Plugin {
         engine: PluginEngine,
         pre: PolicyPre<HostState>,
     ) -> Self {
-        let deadline_ticks = PluginEngine::deadline_ticks(settings.timeout);
         Plugin {
             id,
             descriptor,
@@ -60,7 +59,6 @@ impl Plugin {
             ctx,
             engine,
             pre,
-            deadline_ticks,
             idle: Mutex::new(Vec::new()),
         }
     }
@@ -88,97 +86,131 @@ impl Plugin {
         all
     }
 
-    /// `describe`, in a fresh instance.
-    pub(crate) fn describe(&self) -> Result<Descriptor, PluginError> {
-        self.call(Hook::Describe, |store, policy| {
-            policy.portcullis_policy_plugin().call_describe(store)
-        })
+    /// `describe`, in an instance of its own.
+    pub(crate) async fn describe(&self) -> Result<Descriptor, PluginError> {
+        let hook = Hook::Describe;
+        let mut warm = self.acquire(hook).await?;
+        let result = warm
+            .policy
+            .portcullis_policy_plugin()
+            .call_describe(&mut warm.store)
+            .await;
+        self.release(hook, warm, result)
     }
 
-    /// `configure` with the plugin's configuration, in a fresh instance.
-    pub(crate) fn configure(&self) -> Result<(), PluginError> {
-        let config = self.ctx.config.clone();
-        let result = self.call(Hook::Configure, |store, policy| {
-            policy
-                .portcullis_policy_plugin()
-                .call_configure(store, &config)
-        })?;
-        result.map_err(|reason| PluginError::Configure {
-            plugin: self.id.clone(),
-            reason: truncate(reason),
-        })
+    /// `configure` with the plugin's configuration, in an instance of its own.
+    pub(crate) async fn configure(&self) -> Result<(), PluginError> {
+        let hook = Hook::Configure;
+        let mut warm = self.acquire(hook).await?;
+        let result = warm
+            .policy
+            .portcullis_policy_plugin()
+            .call_configure(&mut warm.store, &self.ctx.config)
+            .await;
+        self.release(hook, warm, result)?
+            .map_err(|reason| PluginError::Configure {
+                plugin: self.id.clone(),
+                reason: truncate(reason),
+            })
     }
 
     /// The headers-only request hook.
-    pub fn on_request(
+    pub async fn on_request(
         &self,
         req: &Request,
         headers: &Arc<http::HeaderMap>,
     ) -> Result<RequestVerdict, PluginError> {
-        let verdict = self.call(Hook::OnRequest, |store, policy| {
-            let h = store.data_mut().table.push(HeaderView(headers.clone()))?;
-            let borrowed = Resource::new_borrow(h.rep());
-            let verdict =
-                policy
-                    .portcullis_policy_plugin()
-                    .call_on_request(&mut *store, req, borrowed);
-            store.data_mut().table.delete(h)?;
+        let hook = Hook::OnRequest;
+        let mut warm = self.acquire(hook).await?;
+        let result = async {
+            let h = warm
+                .store
+                .data_mut()
+                .table
+                .push(HeaderView(headers.clone()))?;
+            let verdict = warm
+                .policy
+                .portcullis_policy_plugin()
+                .call_on_request(&mut warm.store, req, Resource::new_borrow(h.rep()))
+                .await;
+            warm.store.data_mut().table.delete(h)?;
             verdict
-        })?;
+        }
+        .await;
+        let verdict = self.release(hook, warm, result)?;
         self.checked(
-            Hook::OnRequest,
+            hook,
             contract::check_request_verdict(&verdict, &self.descriptor, Stage::Headers),
         )?;
         Ok(verdict)
     }
 
     /// The request hook with the body the plugin asked for.
-    pub fn on_request_body(
+    pub async fn on_request_body(
         &self,
         req: &Request,
         headers: &Arc<http::HeaderMap>,
         body: Bytes,
     ) -> Result<RequestVerdict, PluginError> {
-        let verdict = self.call(Hook::OnRequestBody, |store, policy| {
-            let h = store.data_mut().table.push(HeaderView(headers.clone()))?;
-            let b = store.data_mut().table.push(BodyView(body))?;
-            let verdict = policy.portcullis_policy_plugin().call_on_request_body(
-                &mut *store,
-                req,
-                Resource::new_borrow(h.rep()),
-                Resource::new_borrow(b.rep()),
-            );
-            store.data_mut().table.delete(h)?;
-            store.data_mut().table.delete(b)?;
+        let hook = Hook::OnRequestBody;
+        let mut warm = self.acquire(hook).await?;
+        let result = async {
+            let h = warm
+                .store
+                .data_mut()
+                .table
+                .push(HeaderView(headers.clone()))?;
+            let b = warm.store.data_mut().table.push(BodyView(body))?;
+            let verdict = warm
+                .policy
+                .portcullis_policy_plugin()
+                .call_on_request_body(
+                    &mut warm.store,
+                    req,
+                    Resource::new_borrow(h.rep()),
+                    Resource::new_borrow(b.rep()),
+                )
+                .await;
+            warm.store.data_mut().table.delete(h)?;
+            warm.store.data_mut().table.delete(b)?;
             verdict
-        })?;
+        }
+        .await;
+        let verdict = self.release(hook, warm, result)?;
         self.checked(
-            Hook::OnRequestBody,
+            hook,
             contract::check_request_verdict(&verdict, &self.descriptor, Stage::Body),
         )?;
         Ok(verdict)
     }
 
     /// The headers-only response hook.
-    pub fn on_response(
+    pub async fn on_response(
         &self,
         req: &Request,
         status: u16,
         headers: &Arc<http::HeaderMap>,
     ) -> Result<ResponseVerdict, PluginError> {
-        let verdict = self.call(Hook::OnResponse, |store, policy| {
-            let h = store.data_mut().table.push(HeaderView(headers.clone()))?;
-            let verdict = policy.portcullis_policy_plugin().call_on_response(
-                &mut *store,
-                req,
-                status,
-                Resource::new_borrow(h.rep()),
-            );
-            store.data_mut().table.delete(h)?;
+        let hook = Hook::OnResponse;
+        let mut warm = self.acquire(hook).await?;
+        let result = async {
+            let h = warm
+                .store
+                .data_mut()
+                .table
+                .push(HeaderView(headers.clone()))?;
+            let verdict = warm
+                .policy
+                .portcullis_policy_plugin()
+                .call_on_response(&mut warm.store, req, status, Resource::new_borrow(h.rep()))
+                .await;
+            warm.store.data_mut().table.delete(h)?;
             verdict
-        })?;
+        }
+        .await;
+        let verdict = self.release(hook, warm, result)?;
         self.checked(
-            Hook::OnResponse,
+            hook,
             contract::check_response_verdict(
                 &verdict,
                 &self.descriptor,
@@ -190,29 +222,41 @@ impl Plugin {
     }
 
     /// The response hook with the body the plugin asked for.
-    pub fn on_response_body(
+    pub async fn on_response_body(
         &self,
         req: &Request,
         status: u16,
         headers: &Arc<http::HeaderMap>,
         body: Bytes,
     ) -> Result<ResponseVerdict, PluginError> {
-        let verdict = self.call(Hook::OnResponseBody, |store, policy| {
-            let h = store.data_mut().table.push(HeaderView(headers.clone()))?;
-            let b = store.data_mut().table.push(BodyView(body))?;
-            let verdict = policy.portcullis_policy_plugin().call_on_response_body(
-                &mut *store,
-                req,
-                status,
-                Resource::new_borrow(h.rep()),
-                Resource::new_borrow(b.rep()),
-            );
-            store.data_mut().table.delete(h)?;
-            store.data_mut().table.delete(b)?;
+        let hook = Hook::OnResponseBody;
+        let mut warm = self.acquire(hook).await?;
+        let result = async {
+            let h = warm
+                .store
+                .data_mut()
+                .table
+                .push(HeaderView(headers.clone()))?;
+            let b = warm.store.data_mut().table.push(BodyView(body))?;
+            let verdict = warm
+                .policy
+                .portcullis_policy_plugin()
+                .call_on_response_body(
+                    &mut warm.store,
+                    req,
+                    status,
+                    Resource::new_borrow(h.rep()),
+                    Resource::new_borrow(b.rep()),
+                )
+                .await;
+            warm.store.data_mut().table.delete(h)?;
+            warm.store.data_mut().table.delete(b)?;
             verdict
-        })?;
+        }
+        .await;
+        let verdict = self.release(hook, warm, result)?;
         self.checked(
-            Hook::OnResponseBody,
+            hook,
             contract::check_response_verdict(
                 &verdict,
                 &self.descriptor,
@@ -231,30 +275,37 @@ impl Plugin {
         })
     }
 
-    /// Run `f` in an instance under the plugin's deadline. In `fresh` mode the instance is
-    /// dropped afterwards; in `reuse` mode it goes back to the idle list unless it failed or
-    /// has served its calls. Any failure is classified and names the plugin.
-    fn call<R>(
-        &self,
-        hook: Hook,
-        f: impl FnOnce(&mut Store<HostState>, &Policy) -> wasmtime::Result<R>,
-    ) -> Result<R, PluginError> {
-        // Load-time hooks always run in an instance of their own that serves no traffic.
-        let load_time = matches!(hook, Hook::Describe | Hook::Configure);
-        let idle = if load_time { None } else { self.take_idle() };
+    /// An instance for one call, with the call's deadline armed: an idle one in `reuse` mode,
+    /// else a new one. Load-time hooks always get an instance of their own.
+    async fn acquire(&self, hook: Hook) -> Result<Warm, PluginError> {
+        let idle = if is_load_time(hook) {
+            None
+        } else {
+            self.take_idle()
+        };
         let mut warm = match idle {
             Some(warm) => warm,
-            None => self.instantiate(hook)?,
+            None => self.instantiate(hook).await?,
         };
-        let store = &mut warm.store;
-        store.set_epoch_deadline(self.deadline_ticks);
-        store.data_mut().begin_call();
-        let result = f(store, &warm.policy);
-        store.data_mut().end_call();
+        warm.store.data_mut().begin_call(self.settings.timeout);
+        warm.store.set_epoch_deadline(1);
+        Ok(warm)
+    }
+
+    /// End a call: log what the guest printed; on success return a `reuse` instance to the
+    /// idle list (unless it has served its calls); on failure drop the instance and classify
+    /// the failure, naming the plugin.
+    fn release<R>(
+        &self,
+        hook: Hook,
+        mut warm: Warm,
+        result: wasmtime::Result<R>,
+    ) -> Result<R, PluginError> {
+        warm.store.data_mut().end_call();
         match result {
             Ok(value) => {
                 warm.calls += 1;
-                if !load_time {
+                if !is_load_time(hook) {
                     self.give_back(warm);
                 }
                 Ok(value)
@@ -263,22 +314,31 @@ impl Plugin {
         }
     }
 
-    fn instantiate(&self, hook: Hook) -> Result<Warm, PluginError> {
+    async fn instantiate(&self, hook: Hook) -> Result<Warm, PluginError> {
         let memory_limit = usize::try_from(self.settings.memory_limit).unwrap_or(usize::MAX);
         let mut store = Store::new(
             self.engine.engine(),
             HostState::new(self.ctx.clone(), memory_limit),
         );
         store.limiter(|state| &mut state.limiter);
-        store.set_epoch_deadline(self.deadline_ticks);
-        match self.pre.instantiate(&mut store) {
+        // At every epoch tick: yield to the runtime so a long call never holds a worker
+        // thread, and stop the call with `Trap::Interrupt` once its deadline has passed.
+        store.epoch_deadline_callback(|ctx| {
+            if std::time::Instant::now() >= ctx.data().deadline {
+                Ok(UpdateDeadline::Interrupt)
+            } else {
+                Ok(UpdateDeadline::Yield(1))
+            }
+        });
+        store.data_mut().begin_call(self.settings.timeout);
+        store.set_epoch_deadline(1);
+        match self.pre.instantiate_async(&mut store).await {
             Ok(policy) => Ok(Warm {
                 store,
                 policy,
                 calls: 0,
             }),
             Err(e) => {
-                let memory = store.data().limiter.memory_exceeded;
                 if e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
                     .is_some()
                 {
@@ -288,6 +348,7 @@ impl Plugin {
                         reason: format!("{e:#}"),
                     })
                 } else {
+                    let memory = store.data().limiter.memory_exceeded;
                     Err(self.classify(hook, e, memory))
                 }
             }
@@ -334,6 +395,10 @@ impl Plugin {
             reason: truncate(format!("{e:#}")),
         }
     }
+}
+
+fn is_load_time(hook: Hook) -> bool {
+    matches!(hook, Hook::Describe | Hook::Configure)
 }
 
 /// Keep guest-provided or trap text short in errors and logs.

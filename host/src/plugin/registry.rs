@@ -22,15 +22,25 @@ pub struct PluginSpec {
     pub settings: PluginSettings,
 }
 
-/// Load one plugin. Blocking and CPU-heavy (compilation): call from `spawn_blocking` on an
-/// async runtime.
-pub fn load_plugin(engine: &PluginEngine, spec: &PluginSpec) -> Result<Arc<Plugin>, PluginError> {
+/// Load one plugin. Reading and compiling run on the runtime's blocking pool, so a large
+/// component never stalls the reactor; `describe` and `configure` run as async calls.
+pub async fn load_plugin(
+    engine: &PluginEngine,
+    spec: &PluginSpec,
+) -> Result<Arc<Plugin>, PluginError> {
     let file = spec.file.display().to_string();
-    let bytes = std::fs::read(&spec.file).map_err(|e| PluginError::Read {
-        file: file.clone(),
-        reason: e.to_string(),
-    })?;
-    let (pre, sha256) = engine.prepare(&file, &bytes)?;
+    let (pre, sha256) = {
+        let (engine, path, file) = (engine.clone(), spec.file.clone(), file.clone());
+        tokio::task::spawn_blocking(move || {
+            let bytes = std::fs::read(&path).map_err(|e| PluginError::Read {
+                file: file.clone(),
+                reason: e.to_string(),
+            })?;
+            engine.prepare(&file, &bytes)
+        })
+        .await
+        .map_err(|e| PluginError::Engine(format!("plugin compiler failed: {e}")))??
+    };
     let config = serde_json::to_string(&spec.config).map_err(|e| PluginError::Describe {
         plugin: file.clone(),
         reason: format!("configuration cannot be written as JSON: {e}"),
@@ -69,10 +79,13 @@ pub fn load_plugin(engine: &PluginEngine, spec: &PluginSpec) -> Result<Arc<Plugi
         pre.clone(),
     );
     let described_as = format!("{file} (sha256:{})", &sha256[..12]);
-    let descriptor = provisional.describe().map_err(|e| PluginError::Describe {
-        plugin: described_as.clone(),
-        reason: e.to_string(),
-    })?;
+    let descriptor = provisional
+        .describe()
+        .await
+        .map_err(|e| PluginError::Describe {
+            plugin: described_as.clone(),
+            reason: e.to_string(),
+        })?;
     let patterns =
         contract::check_descriptor(&descriptor).map_err(|reason| PluginError::Describe {
             plugin: described_as.clone(),
@@ -101,14 +114,14 @@ pub fn load_plugin(engine: &PluginEngine, spec: &PluginSpec) -> Result<Arc<Plugi
         engine.clone(),
         pre,
     );
-    plugin.configure()?;
+    plugin.configure().await?;
     tracing::info!(plugin = %plugin.id(), "plugin loaded");
     Ok(Arc::new(plugin))
 }
 
 /// Load every plugin into a set with this generation number. Every failure is reported, not
 /// just the first; a set is returned only when all of them loaded.
-pub fn load_set(
+pub async fn load_set(
     engine: &PluginEngine,
     specs: &[PluginSpec],
     generation: u64,
@@ -116,7 +129,7 @@ pub fn load_set(
     let mut plugins = Vec::new();
     let mut errors = Vec::new();
     for spec in specs {
-        match load_plugin(engine, spec) {
+        match load_plugin(engine, spec).await {
             Ok(p) => plugins.push(p),
             Err(e) => errors.push(e),
         }

@@ -194,7 +194,7 @@ impl Chain {
 
     /// Run the request headers hooks in order. The first deny or require-approval ends the
     /// chain. A failure of a fail-closed plugin is returned as the error.
-    pub fn on_request(
+    pub async fn on_request(
         &self,
         req: &Request,
         headers: &Arc<http::HeaderMap>,
@@ -210,9 +210,13 @@ impl Chain {
             if !plugin.descriptor().phases.contains(Phases::REQUEST_HEADERS) {
                 continue;
             }
-            let Some(verdict) = guarded(plugin, Hook::OnRequest, &mut out.trace, || {
-                plugin.on_request(req, headers)
-            })?
+            let Some(verdict) = guarded(
+                plugin,
+                Hook::OnRequest,
+                &mut out.trace,
+                plugin.on_request(req, headers),
+            )
+            .await?
             else {
                 continue;
             };
@@ -250,7 +254,7 @@ impl Chain {
 
     /// Run the request body hooks of the plugins that asked (`wants` from `on_request`), in
     /// order, with the buffered body. The first deny or require-approval ends the chain.
-    pub fn on_request_body(
+    pub async fn on_request_body(
         &self,
         req: &Request,
         headers: &Arc<http::HeaderMap>,
@@ -266,9 +270,13 @@ impl Chain {
         for want in wants {
             let plugin = self.plugin_at(want)?;
             check_body_size(plugin, body, want)?;
-            let Some(verdict) = guarded(plugin, Hook::OnRequestBody, &mut out.trace, || {
-                plugin.on_request_body(req, headers, body.clone())
-            })?
+            let Some(verdict) = guarded(
+                plugin,
+                Hook::OnRequestBody,
+                &mut out.trace,
+                plugin.on_request_body(req, headers, body.clone()),
+            )
+            .await?
             else {
                 continue;
             };
@@ -297,7 +305,7 @@ impl Chain {
     }
 
     /// Run the response headers hooks in order. A replace ends the chain.
-    pub fn on_response(
+    pub async fn on_response(
         &self,
         req: &Request,
         status: u16,
@@ -318,9 +326,13 @@ impl Chain {
             {
                 continue;
             }
-            let Some(verdict) = guarded(plugin, Hook::OnResponse, &mut out.trace, || {
-                plugin.on_response(req, status, headers)
-            })?
+            let Some(verdict) = guarded(
+                plugin,
+                Hook::OnResponse,
+                &mut out.trace,
+                plugin.on_response(req, status, headers),
+            )
+            .await?
             else {
                 continue;
             };
@@ -351,7 +363,7 @@ impl Chain {
 
     /// Run the response body hooks of the plugins that asked, collecting their mask plans.
     /// A replace ends the chain.
-    pub fn on_response_body(
+    pub async fn on_response_body(
         &self,
         req: &Request,
         status: u16,
@@ -368,9 +380,13 @@ impl Chain {
         for want in wants {
             let plugin = self.plugin_at(want)?;
             check_body_size(plugin, body, want)?;
-            let Some(verdict) = guarded(plugin, Hook::OnResponseBody, &mut out.trace, || {
-                plugin.on_response_body(req, status, headers, body.clone())
-            })?
+            let Some(verdict) = guarded(
+                plugin,
+                Hook::OnResponseBody,
+                &mut out.trace,
+                plugin.on_response_body(req, status, headers, body.clone()),
+            )
+            .await?
             else {
                 continue;
             };
@@ -426,13 +442,13 @@ fn step(plugin: &Plugin, hook: Hook, kind: &'static str) -> Step {
 /// Call a hook and apply the plugin's failure policy: `Ok(Some(verdict))` on success,
 /// `Ok(None)` when a fail-open plugin failed (recorded in the trace), `Err` when a
 /// fail-closed plugin failed.
-fn guarded<V>(
+async fn guarded<V>(
     plugin: &Plugin,
     hook: Hook,
     trace: &mut Vec<Step>,
-    call: impl FnOnce() -> Result<V, PluginError>,
+    call: impl Future<Output = Result<V, PluginError>>,
 ) -> Result<Option<V>, PluginError> {
-    match call() {
+    match call.await {
         Ok(v) => Ok(Some(v)),
         Err(e) if plugin.settings().failure == FailurePolicy::FailOpen => {
             tracing::warn!(plugin = %plugin.id(), %hook, error = %e, "plugin failed; skipped (fail-open)");
