@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
-# Build every Rust guest plugin (first-party, examples, test-only) into a component:
-#   target/plugins/<crate-name>.wasm
+# Build every guest plugin (first-party, examples, test-only) into a component:
+#   target/plugins/<name>.wasm
+#
+# Rust guests: every cdylib crate under plugins/, examples/, tests/plugins/ (name: the crate's).
+# Python guests: every directory under plugins/, examples/, tests/plugins/ holding an app.py
+# (name: the directory's), built with componentize-py from target/tools/venv (scripts/setup.sh).
 #
 # Route, chosen by itself, never downloading a toolchain:
 #   1. rustup's toolchain has the wasm32-wasip2 standard library (`rustup target add wasm32-wasip2`)
@@ -53,4 +57,23 @@ for p in "${packages[@]}"; do
     built="$target_dir/wasm32-wasip2/plugin/${p//-/_}.wasm"
     cp "$built" "$out_dir/$p.wasm"
     printf 'build-plugins: %-20s %8d bytes  %s\n' "$p" "$(stat -c %s "$built")" "$out_dir/$p.wasm"
+done
+
+# Python guests.
+componentize_py="$root/target/tools/venv/bin/componentize-py"
+for app in plugins/*/app.py examples/*/app.py tests/plugins/*/app.py; do
+    [[ -f "$app" ]] || continue
+    dir="$(dirname "$app")"
+    name="$(basename "$dir")"
+    if [[ ! -x "$componentize_py" ]]; then
+        echo "build-plugins: $app needs componentize-py: run scripts/setup.sh" >&2
+        exit 1
+    fi
+    out="$out_dir/$name.wasm"
+    if [[ -f "$out" && "$out" -nt "$app" && "$out" -nt "$root/wit/policy.wit" ]]; then
+        printf 'build-plugins: %-20s up to date\n' "$name"
+        continue
+    fi
+    (cd "$dir" && "$componentize_py" -d "$root/wit" -w policy componentize app -o "$out" >/dev/null)
+    printf 'build-plugins: %-20s %8d bytes  %s\n' "$name" "$(stat -c %s "$out")" "$out"
 done

@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use crate::config::Config;
-use crate::plugin::{self, PluginEngine};
+use crate::plugin::{self, FailurePolicy, InstanceMode, Phases, PluginEngine};
 
 /// The report of a check: what loaded and what did not.
 #[derive(Debug)]
@@ -76,21 +76,42 @@ pub async fn check(path: &Path) -> Report {
     for (i, spec) in config.plugin_specs().iter().enumerate() {
         match plugin::load_plugin(&engine, spec).await {
             Ok(p) => {
-                let d = p.descriptor();
+                let settings = &spec.settings;
                 report.loaded.push(format!(
-                    "{} {} sha256:{} phases:{:?} timeout:{:?} memory:{} failure:{:?} instance:{:?}",
+                    "{} {} sha256:{} phases:{} timeout:{:?} memory:{} failure:{} instance:{}",
                     p.id().name,
                     p.id().version,
                     p.id().sha256,
-                    d.phases,
-                    spec.settings.timeout,
-                    bytesize::ByteSize::b(spec.settings.memory_limit),
-                    spec.settings.failure,
-                    spec.settings.instance,
+                    phases(p.descriptor().phases),
+                    settings.timeout,
+                    bytesize::ByteSize::b(settings.memory_limit),
+                    match settings.failure {
+                        FailurePolicy::FailClosed => "fail-closed",
+                        FailurePolicy::FailOpen => "fail-open",
+                    },
+                    match settings.instance {
+                        InstanceMode::Fresh => "fresh".to_string(),
+                        InstanceMode::Reuse { calls } => format!("reuse({calls})"),
+                    },
                 ));
             }
             Err(e) => report.problems.push(format!("plugin[{i}]: {e}")),
         }
     }
     report
+}
+
+/// Phases as the contract names them: `request-headers,response-headers`.
+fn phases(p: Phases) -> String {
+    [
+        (Phases::REQUEST_HEADERS, "request-headers"),
+        (Phases::REQUEST_BODY, "request-body"),
+        (Phases::RESPONSE_HEADERS, "response-headers"),
+        (Phases::RESPONSE_BODY, "response-body"),
+    ]
+    .iter()
+    .filter(|(flag, _)| p.contains(*flag))
+    .map(|(_, name)| *name)
+    .collect::<Vec<_>>()
+    .join(",")
 }

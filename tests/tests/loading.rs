@@ -275,7 +275,7 @@ async fn the_example_configuration_loads_every_plugin() {
     let digest =
         |name: &str| hex::encode(sha2::Sha256::digest(std::fs::read(plugin(name)).unwrap()));
     let text = report.render(Path::new("examples/portcullis.toml"));
-    for name in ["plugin-template", "allow-all"] {
+    for name in ["plugin-template", "allow-all", "plugin-template-python"] {
         assert!(
             text.contains(&format!("plugin {name} 0.1.0 sha256:{}", digest(name))),
             "{name} missing from:\n{text}"
