@@ -83,8 +83,10 @@ impl PluginEngine {
             .table_elements(100_000)
             .max_core_instance_size(4 << 20)
             .max_component_instance_size(4 << 20)
-            // Each call runs on a fiber stack from the pool (calls are async).
+            // Each call runs on a fiber stack from the pool (calls are async); keeping the top
+            // of each stack resident spares the page faults of the next call.
             .total_stacks(instances)
+            .async_stack_keep_resident(64 << 10)
             // Measured (BENCHMARKS.md): after a short-lived instance, restoring only the pages
             // it dirtied (found with the PAGEMAP_SCAN ioctl, Linux 6.7+, used when available)
             // within a resident prefix beats both memset of the prefix and returning every
