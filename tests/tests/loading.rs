@@ -111,7 +111,8 @@ async fn a_bad_descriptor_is_reported_with_the_file_and_every_problem() {
     .unwrap_err();
     let text = e.to_string();
     assert!(matches!(e, PluginError::Describe { .. }), "{text}");
-    assert!(text.contains("bad-describe.wasm (sha256:"), "{text}");
+    assert!(text.starts_with("plugin bad-describe ("), "{text}");
+    assert!(text.contains("bad-describe.wasm, sha256:"), "{text}");
     assert!(
         text.contains("pattern 1 \"(unclosed\" does not compile"),
         "{text}"

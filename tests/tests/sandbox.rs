@@ -52,6 +52,7 @@ async fn panic_fails_the_call_as_a_trap() {
     let e = on_request(&p, "panic").await.unwrap_err();
     assert!(matches!(e, PluginError::Trap { .. }), "{e}");
     assert!(e.to_string().contains("on-request"), "{e}");
+    assert_names_plugin(&e, "misbehave");
     assert_still_serves(&p).await;
 }
 
@@ -109,6 +110,7 @@ async fn deny_with_a_success_status_is_an_invalid_verdict() {
     let p = misbehave().await;
     let e = on_request(&p, "bad-status").await.unwrap_err();
     assert!(e.to_string().contains("deny status 200"), "{e}");
+    assert_names_plugin(&e, "misbehave");
 }
 
 #[tokio::test]
@@ -129,6 +131,7 @@ async fn mask_plan_with_an_undeclared_pattern_is_an_invalid_verdict() {
         .await
         .unwrap_err();
     assert!(e.to_string().contains("mask uses pattern 99"), "{e}");
+    assert_names_plugin(&e, "misbehave");
 }
 
 #[tokio::test]

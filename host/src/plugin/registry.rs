@@ -54,7 +54,8 @@ pub async fn load_plugin(
         })
     };
 
-    // `describe` runs before the plugin's name is trusted: errors name the file and digest.
+    // `describe` runs before the plugin's own name is known: errors name the configured name,
+    // the file and the digest.
     let provisional_id = Arc::new(PluginId {
         name: spec.name.clone(),
         version: "?".into(),
@@ -78,7 +79,7 @@ pub async fn load_plugin(
         engine.clone(),
         pre.clone(),
     );
-    let described_as = format!("{file} (sha256:{})", &sha256[..12]);
+    let described_as = format!("{} ({file}, sha256:{})", spec.name, &sha256[..12]);
     let descriptor = provisional
         .describe()
         .await
