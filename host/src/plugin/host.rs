@@ -48,6 +48,28 @@ pub struct HeaderView(pub Arc<http::HeaderMap>);
 /// A body lent to a guest for one call.
 pub struct BodyView(pub Bytes);
 
+/// What a call lends the guest: its headers and, for body hooks, its body. Taken back with
+/// `HostState::take_back` when the call returns.
+pub struct Lent {
+    headers: Resource<HeaderView>,
+    body: Option<Resource<BodyView>>,
+}
+
+impl Lent {
+    /// The headers, as the borrow a hook takes.
+    pub fn headers(&self) -> Resource<HeaderView> {
+        Resource::new_borrow(self.headers.rep())
+    }
+
+    /// The body, as the borrow a body hook takes.
+    pub fn body(&self) -> wasmtime::Result<Resource<BodyView>> {
+        self.body
+            .as_ref()
+            .map(|b| Resource::new_borrow(b.rep()))
+            .ok_or_else(|| wasmtime::format_err!("no body was lent for this call"))
+    }
+}
+
 /// The data of one wasmtime `Store`: one plugin instance.
 pub struct HostState {
     pub(crate) ctx: Arc<PluginContext>,
@@ -97,6 +119,26 @@ impl HostState {
         self.deadline = Instant::now() + timeout;
         self.logs_left = LOG_LINES_PER_CALL;
         self.logs_dropped = 0;
+    }
+
+    /// Lend headers (and a body) to the guest for one call.
+    pub fn lend(
+        &mut self,
+        headers: &Arc<http::HeaderMap>,
+        body: Option<Bytes>,
+    ) -> wasmtime::Result<Lent> {
+        let headers = self.table.push(HeaderView(headers.clone()))?;
+        let body = body.map(|b| self.table.push(BodyView(b))).transpose()?;
+        Ok(Lent { headers, body })
+    }
+
+    /// Take back what `lend` lent, so a reused instance starts its next call empty.
+    pub fn take_back(&mut self, lent: Lent) -> wasmtime::Result<()> {
+        self.table.delete(lent.headers)?;
+        if let Some(body) = lent.body {
+            self.table.delete(body)?;
+        }
+        Ok(())
     }
 
     /// Send what the guest printed during the call to tracing, tagged with its name.

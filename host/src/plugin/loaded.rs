@@ -5,12 +5,11 @@
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use wasmtime::component::Resource;
 use wasmtime::{Store, UpdateDeadline};
 
 use super::bindings::{Policy, PolicyPre};
 use super::contract::{self, Stage};
-use super::host::{BodyView, HeaderView, HostState, PluginContext};
+use super::host::{HostState, PluginContext};
 use super::{
     Descriptor, Hook, InstanceMode, PluginEngine, PluginError, PluginId, PluginSettings, Request,
     RequestVerdict, ResponseVerdict,
@@ -123,17 +122,13 @@ impl Plugin {
         let hook = Hook::OnRequest;
         let mut warm = self.acquire(hook).await?;
         let result = async {
-            let h = warm
-                .store
-                .data_mut()
-                .table
-                .push(HeaderView(headers.clone()))?;
+            let lent = warm.store.data_mut().lend(headers, None)?;
             let verdict = warm
                 .policy
                 .portcullis_policy_plugin()
-                .call_on_request(&mut warm.store, req, Resource::new_borrow(h.rep()))
+                .call_on_request(&mut warm.store, req, lent.headers())
                 .await;
-            warm.store.data_mut().table.delete(h)?;
+            warm.store.data_mut().take_back(lent)?;
             verdict
         }
         .await;
@@ -155,24 +150,13 @@ impl Plugin {
         let hook = Hook::OnRequestBody;
         let mut warm = self.acquire(hook).await?;
         let result = async {
-            let h = warm
-                .store
-                .data_mut()
-                .table
-                .push(HeaderView(headers.clone()))?;
-            let b = warm.store.data_mut().table.push(BodyView(body))?;
+            let lent = warm.store.data_mut().lend(headers, Some(body))?;
             let verdict = warm
                 .policy
                 .portcullis_policy_plugin()
-                .call_on_request_body(
-                    &mut warm.store,
-                    req,
-                    Resource::new_borrow(h.rep()),
-                    Resource::new_borrow(b.rep()),
-                )
+                .call_on_request_body(&mut warm.store, req, lent.headers(), lent.body()?)
                 .await;
-            warm.store.data_mut().table.delete(h)?;
-            warm.store.data_mut().table.delete(b)?;
+            warm.store.data_mut().take_back(lent)?;
             verdict
         }
         .await;
@@ -194,17 +178,13 @@ impl Plugin {
         let hook = Hook::OnResponse;
         let mut warm = self.acquire(hook).await?;
         let result = async {
-            let h = warm
-                .store
-                .data_mut()
-                .table
-                .push(HeaderView(headers.clone()))?;
+            let lent = warm.store.data_mut().lend(headers, None)?;
             let verdict = warm
                 .policy
                 .portcullis_policy_plugin()
-                .call_on_response(&mut warm.store, req, status, Resource::new_borrow(h.rep()))
+                .call_on_response(&mut warm.store, req, status, lent.headers())
                 .await;
-            warm.store.data_mut().table.delete(h)?;
+            warm.store.data_mut().take_back(lent)?;
             verdict
         }
         .await;
@@ -232,25 +212,13 @@ impl Plugin {
         let hook = Hook::OnResponseBody;
         let mut warm = self.acquire(hook).await?;
         let result = async {
-            let h = warm
-                .store
-                .data_mut()
-                .table
-                .push(HeaderView(headers.clone()))?;
-            let b = warm.store.data_mut().table.push(BodyView(body))?;
+            let lent = warm.store.data_mut().lend(headers, Some(body))?;
             let verdict = warm
                 .policy
                 .portcullis_policy_plugin()
-                .call_on_response_body(
-                    &mut warm.store,
-                    req,
-                    status,
-                    Resource::new_borrow(h.rep()),
-                    Resource::new_borrow(b.rep()),
-                )
+                .call_on_response_body(&mut warm.store, req, status, lent.headers(), lent.body()?)
                 .await;
-            warm.store.data_mut().table.delete(h)?;
-            warm.store.data_mut().table.delete(b)?;
+            warm.store.data_mut().take_back(lent)?;
             verdict
         }
         .await;
