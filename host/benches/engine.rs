@@ -111,6 +111,66 @@ fn bench(c: &mut Criterion) {
         })
     });
     g.finish();
+
+    floor(c, rt);
+}
+
+/// The engine's floor on this machine: instantiate + call + drop of the smallest possible
+/// component (one core function returning a constant, no imports, no memory) on a pooling
+/// engine configured like the gateway's, called synchronously and asynchronously. The gap
+/// between this and `allow_all_fresh` is the cost of a real plugin (memory image, WASI
+/// context, bindings, the request record).
+fn floor(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
+    use wasmtime::component::{Component, Linker};
+    use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
+    let mut pool = PoolingAllocationConfig::new();
+    pool.pagemap_scan(wasmtime::Enabled::Auto)
+        .linear_memory_keep_resident(1 << 20)
+        .table_keep_resident(64 << 10)
+        .async_stack_keep_resident(64 << 10);
+    let mut config = Config::new();
+    config
+        .epoch_interruption(true)
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    let engine = Engine::new(&config).unwrap();
+    let component = Component::new(
+        &engine,
+        wat::parse_str(
+            r#"(component
+            (core module $m (func (export "f") (result i32) i32.const 1))
+            (core instance $i (instantiate $m))
+            (func (export "f") (result u32) (canon lift (core func $i "f"))))"#,
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let pre = Linker::<()>::new(&engine)
+        .instantiate_pre(&component)
+        .unwrap();
+    let mut g = c.benchmark_group("engine");
+    g.bench_function("minimal_component_fresh_sync", |b| {
+        b.iter(|| {
+            let mut store = Store::new(&engine, ());
+            store.set_epoch_deadline(1000);
+            let instance = pre.instantiate(&mut store).unwrap();
+            let f = instance
+                .get_typed_func::<(), (u32,)>(&mut store, "f")
+                .unwrap();
+            assert_eq!(f.call(&mut store, ()).unwrap(), (1,));
+        })
+    });
+    g.bench_function("minimal_component_fresh_async", |b| {
+        b.to_async(rt).iter(|| async {
+            let mut store = Store::new(&engine, ());
+            store.set_epoch_deadline(1000);
+            let instance = pre.instantiate_async(&mut store).await.unwrap();
+            let f = instance
+                .get_typed_func::<(), (u32,)>(&mut store, "f")
+                .unwrap();
+            assert_eq!(f.call_async(&mut store, ()).await.unwrap(), (1,));
+        })
+    });
+    g.finish();
 }
 
 /// Load the plugins: `allow-all` fresh and reused, and a set for the chain of three.
