@@ -2,6 +2,7 @@
 //! reports every problem at once, each with its TOML key path.
 use std::collections::HashSet;
 use std::fmt;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -22,6 +23,12 @@ pub struct Config {
     /// The plugins to load, `[[plugin]]` tables.
     #[serde(default, rename = "plugin")]
     pub plugins: Vec<PluginConfig>,
+    /// Listeners, TLS and shutdown.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// The routes, `[[route]]` tables, tried in order; the first match serves the request.
+    #[serde(default, rename = "route")]
+    pub routes: Vec<RouteConfig>,
     /// The directory of the configuration file, for relative paths (set by `load`).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -59,6 +66,178 @@ fn default_max_instances() -> u32 {
 
 fn default_max_memory() -> ByteSize {
     ByteSize::mib(256)
+}
+
+/// `[server]`: where the gateway listens and how it stops.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// The gateway's listener, e.g. `"127.0.0.1:8443"`.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// TLS certificate chain and key (PEM files). Required unless `plaintext = true`.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    /// Serve plain HTTP instead of TLS: for local development only.
+    #[serde(default)]
+    pub plaintext: bool,
+    /// The admin listener (`/healthz`, `/readyz`); unset: none.
+    #[serde(default)]
+    pub admin_listen: Option<SocketAddr>,
+    /// How long a shutdown waits for in-flight requests, e.g. `"10s"`.
+    #[serde(default = "default_shutdown_grace", with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    /// Largest request head (request line and headers) accepted; larger gets 431.
+    #[serde(default = "default_max_header_bytes")]
+    pub max_header_bytes: ByteSize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: default_listen(),
+            tls: None,
+            plaintext: false,
+            admin_listen: None,
+            shutdown_grace: default_shutdown_grace(),
+            max_header_bytes: default_max_header_bytes(),
+        }
+    }
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8443))
+}
+
+fn default_shutdown_grace() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_max_header_bytes() -> ByteSize {
+    ByteSize::kib(64)
+}
+
+/// `[server.tls]`: the gateway's certificate.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first.
+    pub cert_file: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+}
+
+/// `[[route]]`: which requests go where, through which plugins, with which credential.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Unique name; plugins see it as `request.route`, the audit log records it.
+    pub name: String,
+    /// What the upstream is, which decides the `operation` plugins see and the error shape.
+    #[serde(default)]
+    pub kind: RouteKind,
+    /// Host the client addressed (without port, case-insensitive); unset: any host.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// Path prefix, matched on whole segments (`/a` matches `/a` and `/a/b`, not `/ab`).
+    #[serde(default = "default_path_prefix")]
+    pub path_prefix: String,
+    /// Upstream base URL, `https://…` or `http://…`; the request path is appended to its path.
+    pub upstream: String,
+    /// PEM CA bundle to trust for an https upstream instead of the system roots.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// `azure-storage` only: the account is the first path segment (Azurite, IP endpoints).
+    #[serde(default)]
+    pub path_style: bool,
+    /// Deadline for connecting to the upstream.
+    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Deadline for the upstream's response head.
+    #[serde(default = "default_request_timeout", with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Most body bytes the gateway buffers for plugins that ask for a body.
+    #[serde(default = "default_body_limit")]
+    pub body_limit: ByteSize,
+    /// When a response body a plugin asked for is over `body_limit`: pass it through unmasked
+    /// (recorded) instead of failing with 502. Off by default: masking fails closed.
+    #[serde(default)]
+    pub unmasked_passthrough: bool,
+    /// The plugins that decide this route's traffic, in order.
+    #[serde(default)]
+    pub plugins: Vec<String>,
+    /// The credential the gateway presents upstream.
+    #[serde(default)]
+    pub credential: CredentialConfig,
+}
+
+fn default_path_prefix() -> String {
+    "/".into()
+}
+
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+fn default_request_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+
+fn default_body_limit() -> ByteSize {
+    ByteSize::mib(1)
+}
+
+/// `kind = "generic" | "azure-arm" | "azure-storage"`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RouteKind {
+    /// Any HTTP service: the operation is `METHOD /path`.
+    #[default]
+    Generic,
+    /// Azure Resource Manager: the RBAC operation, e.g. `Microsoft.Compute/virtualMachines/delete`.
+    AzureArm,
+    /// Azure Blob Storage: the Blob service operation, e.g. `GetBlob`.
+    AzureStorage,
+}
+
+/// `[route.credential]`: what the gateway presents upstream. Secrets only by file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum CredentialConfig {
+    /// Nothing: the client's `Authorization` is removed and nothing replaces it.
+    #[default]
+    None,
+    /// Forward the client's own `Authorization` (only when a route says so).
+    PassThrough,
+    /// A static header, e.g. an API key.
+    Header {
+        /// Header name, e.g. `api-key`.
+        name: String,
+        /// File holding the value (trailing newline trimmed).
+        value_file: PathBuf,
+    },
+    /// OAuth2 client credentials (Entra ID compatible); the token is cached until shortly
+    /// before it expires.
+    Oauth2ClientCredentials {
+        /// Token endpoint, e.g. `https://login.microsoftonline.com/{tid}/oauth2/v2.0/token`.
+        token_url: String,
+        /// Client id.
+        client_id: String,
+        /// File holding the client secret.
+        secret_file: PathBuf,
+        /// Scope, e.g. `https://management.azure.com/.default`.
+        scope: String,
+        /// PEM CA bundle for an https token endpoint instead of the system roots.
+        #[serde(default)]
+        ca_file: Option<PathBuf>,
+    },
+    /// Azure Storage Shared Key: the gateway signs every forwarded request.
+    AzureSharedKey {
+        /// Storage account name.
+        account: String,
+        /// File holding the base64 account key.
+        key_file: PathBuf,
+    },
 }
 
 /// `[[plugin]]`: one plugin to load.
