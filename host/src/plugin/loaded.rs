@@ -77,6 +77,11 @@ impl Plugin {
         &self.settings
     }
 
+    /// The patterns the plugin declared, compiled by the host (mask plans refer to them).
+    pub fn patterns(&self) -> &[regex::Regex] {
+        &self.ctx.patterns
+    }
+
     /// The counters the plugin has added to.
     pub fn counters(&self) -> Vec<(String, u64)> {
         let counters = self.ctx.counters.lock().unwrap_or_else(|p| p.into_inner());

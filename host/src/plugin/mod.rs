@@ -21,8 +21,9 @@ mod registry;
 mod set;
 
 pub use bindings::types::{
-    Approval, Deny, Descriptor, Finding, HeaderEdit, MaskEdit, MaskPlan, MaskTarget, Phases,
-    Principal, Replacement, Request, RequestVerdict, ResponseVerdict, Strategy,
+    Approval, ByteRange, Deny, Descriptor, Finding, HeaderEdit, MaskEdit, MaskPlan, MaskTarget,
+    Phases, Principal, RegexTarget, Replacement, Request, RequestVerdict, ResponseVerdict,
+    Strategy,
 };
 pub use contract::{CONTRACT, offers};
 pub use engine::{EngineSettings, PluginEngine};
