@@ -5,6 +5,7 @@
 //! - [`cli`]: the command line
 //! - [`check`]: `portcullis check`: validate the configuration and load every plugin
 //! - [`config`]: the TOML configuration and its validation
+//! - [`operation`]: the normalized `operation` string plugins see, per route kind
 //! - [`plugin`]: the plugin platform: engine, sandbox, contract checks, plugin sets and chains
 //!
 //! The request pipeline the plugin chain serves (one straight line in `proxy::handle`, to come):
@@ -14,4 +15,5 @@
 pub mod check;
 pub mod cli;
 pub mod config;
+pub mod operation;
 pub mod plugin;
