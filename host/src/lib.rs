@@ -5,6 +5,7 @@
 //! - [`cli`]: the command line
 //! - [`check`]: `portcullis check`: validate the configuration and load every plugin
 //! - [`config`]: the TOML configuration and its validation
+//! - [`credential`]: the upstream credentials the gateway holds and sets on forwarded requests
 //! - [`operation`]: the normalized `operation` string plugins see, per route kind
 //! - [`plugin`]: the plugin platform: engine, sandbox, contract checks, plugin sets and chains
 //!
@@ -15,5 +16,6 @@
 pub mod check;
 pub mod cli;
 pub mod config;
+pub mod credential;
 pub mod operation;
 pub mod plugin;
