@@ -4,6 +4,7 @@
 //! Module map (more arrive with the request path, identity, audit and approvals):
 //! - [`cli`]: the command line
 //! - [`check`]: `portcullis check`: validate the configuration and load every plugin
+//! - [`codec`]: Content-Encoding of bodies the host reads or rewrites (gzip, deflate, br)
 //! - [`config`]: the TOML configuration and its validation
 //! - [`plugin`]: the plugin platform: engine, sandbox, contract checks, plugin sets and chains
 //!
@@ -13,5 +14,6 @@
 //! `Chain::on_response_body`, mask plans executed natively) → session + audit on every exit.
 pub mod check;
 pub mod cli;
+pub mod codec;
 pub mod config;
 pub mod plugin;
