@@ -6,6 +6,7 @@
 //! - [`check`]: `portcullis check`: validate the configuration and load every plugin
 //! - [`codec`]: Content-Encoding of bodies the host reads or rewrites (gzip, deflate, br)
 //! - [`config`]: the TOML configuration and its validation
+//! - [`mask`]: host-native execution of plugins' mask plans on response bodies
 //! - [`plugin`]: the plugin platform: engine, sandbox, contract checks, plugin sets and chains
 //!
 //! The request pipeline the plugin chain serves (one straight line in `proxy::handle`, to come):
@@ -16,4 +17,5 @@ pub mod check;
 pub mod cli;
 pub mod codec;
 pub mod config;
+pub mod mask;
 pub mod plugin;
