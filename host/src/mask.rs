@@ -69,8 +69,8 @@
 //! is byte for byte the input, [`Masked::body`] is a copy of the input and `changed` is false.
 //!
 //! # Cost
-//! One validating pass over a JSON body (no tree, no recursion: depth is bounded only by the
-//! body size), plus, per regex edit, one search of the whole body. A string value is then
+//! One validating pass over a JSON body (no tree, no recursion; at most [`MAX_DEPTH`] nested
+//! containers, else [`MaskError::TooDeep`]), plus, per regex edit, one search of the whole body. A string value is then
 //! searched on its own only where that search found a match touching it (or when it has
 //! escapes, or the pattern has anchors: see `Prefilter`); a search per string value costs
 //! tens of nanoseconds even when it finds nothing. The output is built only once something is
@@ -145,6 +145,12 @@ pub enum MaskError {
     NotJson {
         /// Byte offset where parsing failed.
         offset: usize,
+    },
+    /// The JSON body nests containers deeper than [`MAX_DEPTH`].
+    #[error("JSON body nests deeper than {limit} levels")]
+    TooDeep {
+        /// The depth limit.
+        limit: usize,
     },
     /// The body is not UTF-8.
     #[error("body is not UTF-8 (at byte {offset})")]
@@ -247,6 +253,10 @@ pub fn apply(
         },
     })
 }
+
+/// Most containers open at once in a JSON body: each costs a frame of state, so a body of
+/// nothing but `[` must not cost dozens of times its size. Far above any real document.
+pub const MAX_DEPTH: usize = 1024;
 
 /// Edits are numbered in chain order, then plan order: the lower id wins an overlap.
 type EditId = u32;
@@ -748,7 +758,7 @@ impl<'p, 'b> JsonMasker<'p, 'b> {
             match self.bytes.get(self.pos).copied() {
                 Some(b'{') => {
                     self.pos += 1;
-                    self.open_container(true);
+                    self.open_container(true)?;
                     self.skip_ws();
                     if self.bytes.get(self.pos) == Some(&b'}') {
                         self.pos += 1;
@@ -760,7 +770,7 @@ impl<'p, 'b> JsonMasker<'p, 'b> {
                 }
                 Some(b'[') => {
                     self.pos += 1;
-                    self.open_container(false);
+                    self.open_container(false)?;
                     self.skip_ws();
                     if self.bytes.get(self.pos) == Some(&b']') {
                         self.pos += 1;
@@ -822,7 +832,10 @@ impl<'p, 'b> JsonMasker<'p, 'b> {
     }
 
     /// Open an object or array reached as `next_*` says.
-    fn open_container(&mut self, object: bool) {
+    fn open_container(&mut self, object: bool) -> Result<(), MaskError> {
+        if self.open == MAX_DEPTH {
+            return Err(MaskError::TooDeep { limit: MAX_DEPTH });
+        }
         let depth = match self.open.checked_sub(1) {
             Some(top) => self.frames[top].depth + 1,
             None => 0,
@@ -837,6 +850,7 @@ impl<'p, 'b> JsonMasker<'p, 'b> {
         frame.covered = self.next_covered;
         std::mem::swap(&mut frame.alive, &mut self.next_alive);
         self.open += 1;
+        Ok(())
     }
 
     /// Work out what reaches the child `key` of the innermost open container.
@@ -1934,6 +1948,17 @@ mod tests {
             let err = run(body, BodyKind::Json, &[]).unwrap_err();
             assert!(matches!(err, MaskError::NotJson { .. }), "{body:?}: {err}");
         }
+    }
+
+    #[test]
+    fn nesting_deeper_than_the_limit_is_refused() {
+        let deep = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+        assert!(run(&deep(MAX_DEPTH), BodyKind::Json, &[]).is_ok());
+        let err = run(&deep(MAX_DEPTH + 1), BodyKind::Json, &[]).unwrap_err();
+        assert!(
+            matches!(err, MaskError::TooDeep { limit: MAX_DEPTH }),
+            "{err}"
+        );
     }
 
     #[test]
