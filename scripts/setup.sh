@@ -1,12 +1,21 @@
 #!/usr/bin/env bash
-# Install what building guest plugins needs, when it is missing; a no-op when it is there.
+# Install what building guest plugins and running the end-to-end tests needs, when it is
+# missing; a no-op when it is there.
 #  - Rust guests: nothing when rustup has the wasm32-wasip2 target; otherwise Debian's
 #    rustc-web packages (apt, root). Never downloads a toolchain itself.
 #  - Python guests: componentize-py (PyPI) in a virtualenv under target/tools/venv.
+#  - Azure Storage tests: the Azurite emulator (npm) under target/tools/azurite, with Debian's
+#    nodejs/npm when node is missing, and the Python SDK azure-storage-blob in the same venv.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 COMPONENTIZE_PY_VERSION=0.25.1
+# 3.35.0 is the newest Azurite whose engines allow Node 20 (3.36 wants >=21, 3.37 >=22); it also
+# runs on Debian 12's Node 18.
+AZURITE_VERSION=3.35.0
+# The SDK the tests drive; azure-core pinned with it, since retries and transport live there.
+AZURE_STORAGE_BLOB_VERSION=12.31.1
+AZURE_CORE_VERSION=1.41.0
 
 install_rust_guest_toolchain() {
     local sysroot
@@ -42,5 +51,47 @@ install_python_guest_toolchain() {
     "$venv/bin/pip" install --quiet --disable-pip-version-check "componentize-py==$COMPONENTIZE_PY_VERSION"
 }
 
+install_node() {
+    if command -v node >/dev/null && command -v npm >/dev/null; then
+        return 0
+    fi
+    if ! command -v apt-get >/dev/null; then
+        echo "setup: node/npm missing and no apt-get: install Node.js 18 or newer" >&2
+        return 1
+    fi
+    echo "setup: installing nodejs npm"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm
+}
+
+install_azurite() {
+    local prefix=target/tools/azurite
+    local package="$prefix/node_modules/azurite/package.json"
+    if [[ -f "$package" ]] \
+        && [[ "$(node -p "require('./$package').version" 2>/dev/null)" == "$AZURITE_VERSION" ]]; then
+        return 0
+    fi
+    echo "setup: installing azurite $AZURITE_VERSION into $prefix"
+    mkdir -p "$prefix"
+    npm install --prefix "$prefix" --no-audit --no-fund --loglevel=error "azurite@$AZURITE_VERSION"
+}
+
+install_azure_sdk() {
+    local venv=target/tools/venv
+    if [[ ! -x "$venv/bin/python" ]]; then
+        python3 -m venv "$venv"
+    fi
+    if [[ "$("$venv/bin/python" -c 'import importlib.metadata as m; print(m.version("azure-storage-blob"), m.version("azure-core"))' 2>/dev/null)" \
+        == "$AZURE_STORAGE_BLOB_VERSION $AZURE_CORE_VERSION" ]]; then
+        return 0
+    fi
+    echo "setup: installing azure-storage-blob $AZURE_STORAGE_BLOB_VERSION into $venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check \
+        "azure-storage-blob==$AZURE_STORAGE_BLOB_VERSION" "azure-core==$AZURE_CORE_VERSION"
+}
+
 install_rust_guest_toolchain
 install_python_guest_toolchain
+install_node
+install_azurite
+install_azure_sdk

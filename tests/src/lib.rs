@@ -3,6 +3,7 @@
 //! Plugins used by tests are built from source by `scripts/build-plugins.sh` into
 //! `target/plugins/`; a missing one fails the test loudly, never skips it.
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+pub mod azurite;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
