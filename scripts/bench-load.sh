@@ -75,7 +75,7 @@ cleanup() {
     if [[ $status -eq 0 ]]; then
         rm -rf "$work"
     else
-        rm -rf "$work/bin"
+        rm -rf "${work:?}/bin"
         log "logs kept in $work"
     fi
 }
@@ -254,6 +254,7 @@ measure() {
     log "round $round  $(printf '%-6s %-4s' "$name" "$load")  ${line#RESULT }"
 }
 
+load_before="$(cut -d' ' -f1 /proc/loadavg)"
 runs=$((${#names[@]} * 2 * ROUNDS))
 log "$(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg); ${#names[@]} targets x 2 loads x $ROUNDS rounds of $DURATION (+ $WARMUP warm-up each): $runs runs"
 for name in "${names[@]}"; do
@@ -269,6 +270,9 @@ for ((r = 1; r <= ROUNDS; r++)); do
 done
 
 # --- report ------------------------------------------------------------------------------
+printf '%s, kernel %s, %s cores, 1-min load average %s before and %s after; %s\n\n' \
+    "$(date -u +%Y-%m-%d)" "$(uname -r)" "$(nproc)" "$load_before" \
+    "$(cut -d' ' -f1 /proc/loadavg)" "$(wrk --version 2>&1 | head -n1 | cut -d' ' -f1-2)"
 awk -v rounds="$ROUNDS" -v conns="$CONNECTIONS" -v only="$only_baseline" -v dur="$DURATION" '
 function median(list,    a, n, i, j, t) {
     n = split(list, a, " ")
