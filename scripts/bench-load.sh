@@ -132,7 +132,10 @@ fi
 start() {
     local name=$1
     shift
-    "$@" >"$work/$name.out" 2>"$work/$name.err" &
+    # Created here: the background job may not have opened them when the caller first looks.
+    : >"$work/$name.out"
+    : >"$work/$name.err"
+    "$@" >>"$work/$name.out" 2>>"$work/$name.err" &
     pid=$!
     pids+=("$pid")
 }
@@ -143,7 +146,7 @@ start_announcing() {
     start "$@"
     addr=""
     for _ in $(seq 100); do
-        addr="$(head -n1 "$work/$name.out")"
+        addr="$(head -n1 "$work/$name.out" || true)"
         [[ -n "$addr" ]] && return 0
         kill -0 "$pid" 2>/dev/null || die "$name exited: $(tail -n5 "$work/$name.err")"
         sleep 0.1
