@@ -1,0 +1,320 @@
+#!/usr/bin/env bash
+# Load benchmark of the request path (issue 3), loopback only, bounded in time.
+#
+# In ONE run, against the same upstream (tests/src/bin/bench_upstream.rs, fixed 201-byte JSON):
+#   direct        wrk -> upstream
+#   bare proxy    wrk -> tests/src/bin/bare_proxy.rs -> upstream (the baseline)
+#   portcullis N  wrk -> portcullis serve, route with N plugins (0, 1, 3; fresh instances) -> upstream
+# each at CONNECTIONS connections (throughput) and at 1 connection (latency), in ROUNDS
+# interleaved rounds (the order rotates every round), and prints a markdown table of the
+# medians: req/s, req/s ratio to the bare proxy, p50 at 1 connection, p50 added over direct.
+# Ratios and added latencies are taken within a round, then the median of rounds is reported.
+#
+#   scripts/bench-load.sh                   everything (builds what it needs)
+#   scripts/bench-load.sh --only-baseline   direct and bare proxy only (no gateway, no plugins)
+#
+# Environment: DURATION (10s per wrk run), WARMUP (2s per target, discarded), ROUNDS (3),
+# CONNECTIONS (64), THREADS (2, wrk threads for the CONNECTIONS runs), BASE_PORT (18400: the
+# gateways listen on BASE_PORT..+2), SKIP_BUILD=1 (use what is already built),
+# CARGO_TARGET_DIR (where the binaries are; default target/), PLUGIN_DIR (the built plugins;
+# default target/plugins, where scripts/build-plugins.sh puts them).
+#
+# It fails, and reports nothing, if any target answers a non-2xx status, if wrk sees a socket
+# error or a timeout, or if a response did not come from the upstream. wrk is installed with
+# apt when missing. Every process it starts is stopped on exit; logs are kept on failure.
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+
+only_baseline=0
+for arg in "$@"; do
+    case "$arg" in
+        --only-baseline) only_baseline=1 ;;
+        -h | --help)
+            sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'
+            exit 0
+            ;;
+        *)
+            echo "bench-load: unknown argument $arg (see --help)" >&2
+            exit 2
+            ;;
+    esac
+done
+
+DURATION="${DURATION:-10s}"
+WARMUP="${WARMUP:-2s}"
+ROUNDS="${ROUNDS:-3}"
+CONNECTIONS="${CONNECTIONS:-64}"
+THREADS="${THREADS:-2}"
+BASE_PORT="${BASE_PORT:-18400}"
+target_dir="${CARGO_TARGET_DIR:-$root/target}"
+plugin_dir="${PLUGIN_DIR:-$root/target/plugins}" # where scripts/build-plugins.sh puts them
+
+# The three plugins of the 3-plugin route: the chain of host/benches/engine.rs
+# `chain_of_3_fresh`. Each allows `GET /`: allow-all always; plugin-template blocks only DELETE
+# under /admin/**; misbehave does nothing without an `x-misbehave` header or a `mode` config.
+chain_plugins=(allow-all plugin-template misbehave)
+
+log() { echo "bench-load: $*" >&2; }
+die() {
+    log "FAILED: $*"
+    exit 1
+}
+
+work="$(mktemp -d -t bench-load.XXXXXX)"
+pids=()
+cleanup() {
+    local status=$?
+    for pid in "${pids[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    for pid in "${pids[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+    if [[ $status -eq 0 ]]; then
+        rm -rf "$work"
+    else
+        rm -rf "${work:?}/bin"
+        log "logs kept in $work"
+    fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# --- tools -------------------------------------------------------------------------------
+command -v curl >/dev/null || die "curl is needed"
+if ! command -v wrk >/dev/null; then
+    command -v apt-get >/dev/null || die "wrk is missing and there is no apt-get to install it"
+    log "installing wrk (apt)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk >/dev/null
+fi
+
+# --- build -------------------------------------------------------------------------------
+if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
+    if [[ $only_baseline -eq 1 ]]; then
+        cargo build --release -p portcullis-tests --bins
+    else
+        cargo build --release -p portcullis -p portcullis-tests
+        marker="$work/plugins-built"
+        touch "$marker"
+        if ! scripts/build-plugins.sh; then
+            # build-plugins.sh copies the Rust guests before it builds the Python ones; accept
+            # a later failure (e.g. no componentize-py) only if ours were copied just now.
+            for p in "${chain_plugins[@]}"; do
+                [[ "$plugin_dir/$p.wasm" -nt "$marker" ]] \
+                    || die "scripts/build-plugins.sh failed and $p.wasm was not rebuilt"
+            done
+            log "scripts/build-plugins.sh failed after building the plugins used here; going on"
+        fi
+    fi
+fi
+
+# Copies, so a concurrent build in a shared target directory cannot swap a binary mid-run.
+mkdir -p "$work/bin"
+bins=(bench_upstream bare_proxy)
+[[ $only_baseline -eq 1 ]] || bins+=(portcullis)
+for b in "${bins[@]}"; do
+    [[ -x "$target_dir/release/$b" ]] || die "$target_dir/release/$b is missing (build it, or unset SKIP_BUILD)"
+    cp "$target_dir/release/$b" "$work/bin/$b"
+done
+if [[ $only_baseline -eq 0 ]]; then
+    for p in "${chain_plugins[@]}"; do
+        [[ -f "$plugin_dir/$p.wasm" ]] || die "$plugin_dir/$p.wasm is missing: run scripts/build-plugins.sh"
+    done
+    "$work/bin/portcullis" serve --help >/dev/null 2>&1 \
+        || die "this portcullis has no \`serve\` subcommand yet: use --only-baseline"
+fi
+
+# --- start the targets -------------------------------------------------------------------
+# start NAME CMD...: run CMD in the background, logs in $work/NAME.{out,err}; sets $pid.
+start() {
+    local name=$1
+    shift
+    # Created here: the background job may not have opened them when the caller first looks.
+    : >"$work/$name.out"
+    : >"$work/$name.err"
+    "$@" >>"$work/$name.out" 2>>"$work/$name.err" &
+    pid=$!
+    pids+=("$pid")
+}
+
+# start_announcing NAME CMD...: for our bins, which print their address when ready; sets $addr.
+start_announcing() {
+    local name=$1
+    start "$@"
+    addr=""
+    for _ in $(seq 100); do
+        addr="$(head -n1 "$work/$name.out" || true)"
+        [[ -n "$addr" ]] && return 0
+        kill -0 "$pid" 2>/dev/null || die "$name exited: $(tail -n5 "$work/$name.err")"
+        sleep 0.1
+    done
+    die "$name did not announce its address in 10 s"
+}
+
+port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# check NAME URL: one request must come back 200 with the upstream's body.
+check() {
+    local body
+    body="$(curl -fsS --max-time 5 "$2/")" || die "$1 ($2) does not answer 200"
+    [[ "$body" == *'"service":"bench-upstream"'* ]] || die "$1 ($2) answered a body that is not the upstream's: $body"
+}
+
+names=()
+declare -A url
+
+start_announcing upstream "$work/bin/bench_upstream" 0
+upstream_url="http://$addr"
+names+=(direct)
+url[direct]="$upstream_url"
+
+start_announcing bare "$work/bin/bare_proxy" 0 "$upstream_url"
+names+=(bare)
+url[bare]="http://$addr"
+
+if [[ $only_baseline -eq 0 ]]; then
+    # gateway_config PORT PLUGIN...: a Portcullis configuration with one route through PLUGIN...
+    gateway_config() {
+        local port=$1
+        shift
+        local list="" p
+        for p in "$@"; do list+="${list:+, }\"$p\""; done
+        printf 'plugin_dir = "%s"\n\n[server]\nlisten = "127.0.0.1:%s"\nplaintext = true\n' \
+            "$plugin_dir" "$port"
+        for p in "$@"; do
+            printf '\n[[plugin]]\nname = "%s"\nfile = "%s.wasm"\n' "$p" "$p"
+            if [[ "$p" == plugin-template ]]; then
+                printf '[plugin.config]\nblocked_methods = ["DELETE"]\npaths = ["/admin/**"]\n'
+            fi
+        done
+        printf '\n[[route]]\nname = "bench"\nupstream = "%s"\nplugins = [%s]\n' "$upstream_url" "$list"
+    }
+    i=0
+    for n in 0 1 3; do
+        port=$((BASE_PORT + i))
+        i=$((i + 1))
+        port_in_use "$port" && die "port $port is in use: set BASE_PORT"
+        plugins=("${chain_plugins[@]:0:n}")
+        gateway_config "$port" "${plugins[@]}" >"$work/portcullis-$n.toml"
+        start "portcullis-$n" "$work/bin/portcullis" serve --config "$work/portcullis-$n.toml"
+        # Ready when it answers (plugins compile at start: allow a while).
+        for _ in $(seq 600); do
+            curl -fsS --max-time 1 -o /dev/null "http://127.0.0.1:$port/" 2>/dev/null && break
+            kill -0 "$pid" 2>/dev/null \
+                || die "portcullis with $n plugins exited: $(tail -n5 "$work/portcullis-$n.err")"
+            sleep 0.1
+        done
+        names+=("pc$n")
+        url[pc$n]="http://127.0.0.1:$port"
+    done
+fi
+
+for name in "${names[@]}"; do
+    check "$name" "${url[$name]}"
+done
+
+# --- measure -----------------------------------------------------------------------------
+# wrk's Lua hook prints the summary in a fixed shape (µs); it defines no per-request hook,
+# so wrk keeps its fast path.
+cat >"$work/report.lua" <<'LUA'
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    "RESULT requests=%d rps=%.1f p50=%.1f p99=%.1f connect=%d read=%d write=%d status=%d timeout=%d\n",
+    summary.requests, summary.requests / (summary.duration / 1e6),
+    latency:percentile(50), latency:percentile(99),
+    e.connect, e.read, e.write, e.status, e.timeout))
+end
+LUA
+
+results="$work/results.tsv" # round target load rps p50 p99
+: >"$results"
+
+# measure ROUND NAME LOAD: one wrk run; LOAD is "many" (CONNECTIONS) or "one" (1 connection).
+measure() {
+    local round=$1 name=$2 load=$3 duration=${4:-$DURATION} out line
+    if [[ $load == many ]]; then
+        out="$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$duration" --timeout 2s \
+            -s "$work/report.lua" "${url[$name]}/" 2>&1)" || die "wrk against $name failed: $out"
+    else
+        out="$(wrk -t1 -c1 -d"$duration" --latency --timeout 2s \
+            -s "$work/report.lua" "${url[$name]}/" 2>&1)" || die "wrk against $name failed: $out"
+    fi
+    line="$(grep '^RESULT ' <<<"$out")" || die "no result from wrk against $name: $out"
+    # Any non-2xx/3xx answer, socket error or timeout voids the run.
+    if ! grep -q ' connect=0 read=0 write=0 status=0 timeout=0$' <<<"$line" \
+        || grep -q ' requests=0 ' <<<"$line"; then
+        die "$name ($load) had errors: $line"$'\n'"$out"
+    fi
+    [[ $round == warmup ]] && return 0
+    awk -v r="$round" -v n="$name" -v l="$load" '{
+        for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
+        print r, n, l, v["rps"], v["p50"], v["p99"]
+    }' <<<"$line" >>"$results"
+    log "round $round  $(printf '%-6s %-4s' "$name" "$load")  ${line#RESULT }"
+}
+
+load_before="$(cut -d' ' -f1 /proc/loadavg)"
+runs=$((${#names[@]} * 2 * ROUNDS))
+log "$(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg); ${#names[@]} targets x 2 loads x $ROUNDS rounds of $DURATION (+ $WARMUP warm-up each): $runs runs"
+for name in "${names[@]}"; do
+    measure warmup "$name" many "$WARMUP"
+done
+count=${#names[@]}
+for ((r = 1; r <= ROUNDS; r++)); do
+    for load in many one; do
+        for ((k = 0; k < count; k++)); do
+            measure "$r" "${names[$(((k + r - 1) % count))]}" "$load"
+        done
+    done
+done
+
+# --- report ------------------------------------------------------------------------------
+printf '%s, kernel %s, %s cores, 1-min load average %s before and %s after; %s\n\n' \
+    "$(date -u +%Y-%m-%d)" "$(uname -r)" "$(nproc)" "$load_before" \
+    "$(cut -d' ' -f1 /proc/loadavg)" "$(wrk --version 2>&1 | head -n1 | cut -d' ' -f1-2)"
+awk -v rounds="$ROUNDS" -v conns="$CONNECTIONS" -v only="$only_baseline" -v dur="$DURATION" '
+function median(list,    a, n, i, j, t) {
+    n = split(list, a, " ")
+    for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] > t; j--) a[j + 1] = a[j]; a[j + 1] = t }
+    return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+}
+{ if ($3 == "many") rps[$1, $2] = $4; else p50[$1, $2] = $5 }
+END {
+    split("direct bare pc0 pc1 pc3", order, " ")
+    label["direct"] = "direct to upstream"; label["bare"] = "bare hyper proxy (baseline)"
+    label["pc0"] = "Portcullis, 0 plugins"; label["pc1"] = "Portcullis, 1 plugin"
+    label["pc3"] = "Portcullis, 3 plugins"
+    printf "| target | req/s @%d | ratio vs bare proxy | p50 @1 | added p50 vs direct |\n", conns
+    print "|---|---|---|---|---|"
+    for (k = 1; k <= 5; k++) {
+        n = order[k]
+        if (!((1, n) in rps)) continue
+        r = ""; ra = ""; p = ""; pa = ""
+        for (i = 1; i <= rounds; i++) {
+            r = r " " rps[i, n]; ra = ra " " rps[i, n] / rps[i, "bare"]
+            p = p " " p50[i, n]; pa = pa " " p50[i, n] - p50[i, "direct"]
+        }
+        ratio[n] = median(ra); added[n] = median(pa)
+        printf "| %s | %.0f | %.2f× | %.0f µs | %s |\n", label[n], median(r), ratio[n], median(p),
+            (n == "direct" ? "—" : sprintf("%+.0f µs", added[n]))
+    }
+    printf "\nMedians of %d interleaved rounds of %s per run; ratio and added p50 are taken within each round.\n", rounds, dur
+    if (!only) {
+        printf "Goal, 3 plugins >= 0.90x the bare proxy req/s @%d: %.2fx, %s\n", conns, ratio["pc3"],
+            (ratio["pc3"] >= 0.9 ? "met" : "NOT met")
+        printf "Goal, 3 plugins <= 50 µs p50 added over direct @1: %+.0f µs, %s\n", added["pc3"],
+            (added["pc3"] <= 50 ? "met" : "NOT met")
+    }
+    print "\nPer round (req/s @" conns " / p50 µs @1):"
+    for (k = 1; k <= 5; k++) {
+        n = order[k]
+        if (!((1, n) in rps)) continue
+        line = sprintf("  %-28s", label[n])
+        for (i = 1; i <= rounds; i++) line = line sprintf("  %8.0f / %6.1f", rps[i, n], p50[i, n])
+        print line
+    }
+}' "$results"
