@@ -1,5 +1,5 @@
-//! `portcullis check`: validate a configuration, load every plugin, and report what loaded
-//! (name, version, sha256) or every problem found.
+//! `portcullis check`: validate a configuration, load every plugin, set up every route's
+//! upstream and the TLS certificate, and report what is usable or every problem found.
 use std::fmt::Write as _;
 use std::path::Path;
 
@@ -11,6 +11,8 @@ use crate::plugin::{self, FailurePolicy, InstanceMode, Phases, PluginEngine};
 pub struct Report {
     /// One line per loaded plugin.
     pub loaded: Vec<String>,
+    /// One line per usable route.
+    pub routes: Vec<String>,
     /// One line per problem, each naming its key, file or plugin.
     pub problems: Vec<String>,
 }
@@ -27,12 +29,16 @@ impl Report {
         for line in &self.loaded {
             let _ = writeln!(out, "plugin {line}");
         }
+        for line in &self.routes {
+            let _ = writeln!(out, "route {line}");
+        }
         if self.passed() {
             let _ = writeln!(
                 out,
-                "{}: OK ({} plugin(s))",
+                "{}: OK ({} plugin(s), {} route(s))",
                 path.display(),
-                self.loaded.len()
+                self.loaded.len(),
+                self.routes.len()
             );
         } else {
             let _ = writeln!(
@@ -53,6 +59,7 @@ impl Report {
 pub async fn check(path: &Path) -> Report {
     let mut report = Report {
         loaded: Vec::new(),
+        routes: Vec::new(),
         problems: Vec::new(),
     };
     let config = match Config::load(path) {
@@ -98,7 +105,35 @@ pub async fn check(path: &Path) -> Report {
             Err(e) => report.problems.push(format!("plugin[{i}]: {e}")),
         }
     }
+    // Routes: credentials and CA bundles are read now, as `serve` would.
+    for (i, route) in config.routes.iter().enumerate() {
+        match crate::upstream::Upstream::build(route, &config.base_dir) {
+            Ok(_) => report.routes.push(format!(
+                "{} ({}) {}{} -> {} plugins:[{}]",
+                route.name,
+                kind(route.kind),
+                route.host.as_deref().unwrap_or("*"),
+                route.path_prefix,
+                route.upstream,
+                route.plugins.join(",")
+            )),
+            Err(e) => report
+                .problems
+                .push(format!("route[{i}] ({}): {e}", route.name)),
+        }
+    }
+    if let Err(e) = crate::server::tls_acceptor(&config) {
+        report.problems.push(format!("server.tls: {e}"));
+    }
     report
+}
+
+fn kind(kind: crate::config::RouteKind) -> &'static str {
+    match kind {
+        crate::config::RouteKind::Generic => "generic",
+        crate::config::RouteKind::AzureArm => "azure-arm",
+        crate::config::RouteKind::AzureStorage => "azure-storage",
+    }
 }
 
 /// Phases as the contract names them: `request-headers,response-headers`.

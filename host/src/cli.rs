@@ -1,4 +1,5 @@
-//! The command line: `portcullis check` (and, as the gateway grows, `serve`, `audit`, …).
+//! The command line: `portcullis serve` and `portcullis check` (and, as the gateway grows,
+//! `audit`, `approvals`, …).
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
@@ -15,6 +16,12 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the gateway until SIGTERM or SIGINT, then drain in-flight requests.
+    Serve {
+        /// The configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
     /// Validate a configuration and load every plugin it names; report every problem.
     Check {
         /// The configuration file.

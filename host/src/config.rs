@@ -295,6 +295,24 @@ fn empty_table() -> toml::Table {
     toml::Table::new()
 }
 
+/// An upstream must be an absolute http(s) URL without query or fragment.
+fn check_upstream(url: &str) -> Result<(), String> {
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+    match uri.scheme_str() {
+        Some("http" | "https") => {}
+        _ => return Err(format!("{url:?} must start with https:// or http://")),
+    }
+    if uri.authority().is_none() {
+        return Err(format!("{url:?} has no host"));
+    }
+    if uri.query().is_some() || url.contains('#') {
+        return Err(format!("{url:?} must not have a query or fragment"));
+    }
+    Ok(())
+}
+
 /// The longest deadline a plugin may have: a guest must never hold a request for long
 /// (waits such as approvals belong in the host).
 pub const TIMEOUT_MAX: Duration = Duration::from_secs(10);
@@ -419,7 +437,128 @@ impl Config {
                 problem(key("reuse_calls"), "must be at least 1".into());
             }
         }
+        self.validate_server(&mut problem);
+        self.validate_routes(&mut problem);
         problems
+    }
+
+    fn validate_server(&self, problem: &mut impl FnMut(String, String)) {
+        let server = &self.server;
+        match (&server.tls, server.plaintext) {
+            (None, false) => problem(
+                "server.tls".into(),
+                "is required (or set server.plaintext = true for local development)".into(),
+            ),
+            (Some(_), true) => problem(
+                "server.plaintext".into(),
+                "cannot be true together with server.tls".into(),
+            ),
+            (Some(tls), false) => {
+                for (field, file) in [("cert_file", &tls.cert_file), ("key_file", &tls.key_file)] {
+                    let file = self.path(file);
+                    if !file.is_file() {
+                        problem(
+                            format!("server.tls.{field}"),
+                            format!("{} does not exist", file.display()),
+                        );
+                    }
+                }
+            }
+            (None, true) => {}
+        }
+        if server
+            .admin_listen
+            .is_some_and(|a| a == server.listen && a.port() != 0)
+        {
+            problem(
+                "server.admin_listen".into(),
+                "must differ from server.listen".into(),
+            );
+        }
+        if server.max_header_bytes < ByteSize::kib(1) {
+            problem(
+                "server.max_header_bytes".into(),
+                "must be at least 1KiB".into(),
+            );
+        }
+    }
+
+    fn validate_routes(&self, problem: &mut impl FnMut(String, String)) {
+        let plugins: HashSet<&str> = self.plugins.iter().map(|p| p.name.as_str()).collect();
+        let mut names = HashSet::new();
+        for (i, r) in self.routes.iter().enumerate() {
+            let key = |field: &str| format!("route[{i}].{field}");
+            if r.name.is_empty() || !names.insert(r.name.as_str()) {
+                problem(key("name"), format!("{:?} is empty or used twice", r.name));
+            }
+            if !r.path_prefix.starts_with('/') {
+                problem(key("path_prefix"), "must start with '/'".into());
+            }
+            if r.host.as_deref().is_some_and(str::is_empty) {
+                problem(
+                    key("host"),
+                    "must not be empty (leave it out to match any host)".into(),
+                );
+            }
+            if let Err(reason) = check_upstream(&r.upstream) {
+                problem(key("upstream"), reason);
+            }
+            if r.path_style && r.kind != RouteKind::AzureStorage {
+                problem(
+                    key("path_style"),
+                    "applies to kind = \"azure-storage\" only".into(),
+                );
+            }
+            if r.connect_timeout.is_zero() {
+                problem(key("connect_timeout"), "must be above 0".into());
+            }
+            if r.request_timeout.is_zero() {
+                problem(key("request_timeout"), "must be above 0".into());
+            }
+            for (j, name) in r.plugins.iter().enumerate() {
+                if !plugins.contains(name.as_str()) {
+                    problem(
+                        format!("route[{i}].plugins[{j}]"),
+                        format!("no [[plugin]] is named {name:?}"),
+                    );
+                }
+            }
+            if let Some(ca) = &r.ca_file {
+                let ca = self.path(ca);
+                if !ca.is_file() {
+                    problem(key("ca_file"), format!("{} does not exist", ca.display()));
+                }
+            }
+            let mut file = |field: &str, f: &PathBuf| {
+                let f = self.path(f);
+                if !f.is_file() {
+                    problem(
+                        format!("route[{i}].credential.{field}"),
+                        format!("{} does not exist", f.display()),
+                    );
+                }
+            };
+            match &r.credential {
+                CredentialConfig::None | CredentialConfig::PassThrough => {}
+                CredentialConfig::Header { value_file, .. } => file("value_file", value_file),
+                CredentialConfig::Oauth2ClientCredentials {
+                    secret_file,
+                    ca_file,
+                    ..
+                } => {
+                    file("secret_file", secret_file);
+                    if let Some(ca) = ca_file {
+                        file("ca_file", ca);
+                    }
+                }
+                CredentialConfig::AzureSharedKey { key_file, .. } => file("key_file", key_file),
+            }
+        }
+    }
+
+    /// A path from the configuration, resolved against the configuration file's directory.
+    pub fn path(&self, path: &Path) -> PathBuf {
+        self.base_dir.join(path)
     }
 
     /// The plugin directory, resolved against the configuration file's directory.
@@ -483,6 +622,7 @@ mod tests {
         let dir = dir_with(&["a.wasm"]);
         let text = r#"
             plugin_dir = "plugins"
+            server = { plaintext = true }
             [engine]
             max_memory = "32MiB"
             [[plugin]]
@@ -514,6 +654,46 @@ mod tests {
     }
 
     #[test]
+    fn route_problems_are_reported_with_their_keys() {
+        let dir = dir_with(&["a.wasm"]);
+        let text = r#"
+            plugin_dir = "plugins"
+            [server]
+            listen = "127.0.0.1:0"
+            [[plugin]]
+            name = "a"
+            file = "a.wasm"
+            [[route]]
+            name = "r"
+            path_prefix = "api"
+            upstream = "ftp://example"
+            plugins = ["a", "b"]
+            path_style = true
+            credential = { type = "azure-shared-key", account = "x", key_file = "nokey" }
+            [[route]]
+            name = "r"
+            upstream = "http://127.0.0.1:1/base?x=1"
+        "#;
+        let Err(ConfigError::Invalid(problems)) = Config::parse(text, dir.path()) else {
+            panic!("expected problems");
+        };
+        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "server.tls",
+                "route[0].path_prefix",
+                "route[0].upstream",
+                "route[0].path_style",
+                "route[0].plugins[1]",
+                "route[0].credential.key_file",
+                "route[1].name",
+                "route[1].upstream",
+            ]
+        );
+    }
+
+    #[test]
     fn unknown_keys_are_refused_with_their_name() {
         let dir = dir_with(&[]);
         let err = Config::parse("plugin_dir = \"plugins\"\ncolour = 1\n", dir.path()).unwrap_err();
@@ -525,6 +705,7 @@ mod tests {
         let dir = dir_with(&["a.wasm"]);
         let text = r#"
             plugin_dir = "plugins"
+            server = { plaintext = true }
             [[plugin]]
             name = "a"
             file = "a.wasm"

@@ -1,25 +1,39 @@
 //! Portcullis: a Layer-7, identity-aware gateway whose policy runs in sandboxed WebAssembly
 //! components behind one WIT contract (`wit/policy.wit`).
 //!
-//! Module map (more arrive with the request path, identity, audit and approvals):
+//! Module map (more arrive with identity, audit and approvals):
 //! - [`cli`]: the command line
-//! - [`check`]: `portcullis check`: validate the configuration and load every plugin
-//! - [`codec`]: Content-Encoding of bodies the host reads or rewrites (gzip, deflate, br)
+//! - [`check`]: `portcullis check`: validate the configuration, load every plugin, set up every
+//!   route's upstream and the TLS certificate
 //! - [`config`]: the TOML configuration and its validation
-//! - [`credential`]: the upstream credentials the gateway holds and sets on forwarded requests
-//! - [`mask`]: host-native execution of plugins' mask plans on response bodies
+//! - [`server`]: the listeners (TLS, HTTP/1.1 and HTTP/2, admin) and graceful drain
+//! - [`gateway`]: the state a request needs: plugin set and routes, built from the config
+//! - [`route`]: what a route serves and how it matches
+//! - [`proxy`]: `handle()`, the one straight line of a request's phases
 //! - [`operation`]: the normalized `operation` string plugins see, per route kind
+//! - [`upstream`]: the upstream client, hop-by-hop stripping, `forward()`
+//! - [`credential`]: the upstream credentials the gateway holds and sets on forwarded requests
+//! - [`codec`]: Content-Encoding of bodies the host reads or rewrites (gzip, deflate, br)
+//! - [`mask`]: host-native execution of plugins' mask plans on response bodies
+//! - [`error`]: `GatewayError` and the one mapping of failures and denies to responses
 //! - [`plugin`]: the plugin platform: engine, sandbox, contract checks, plugin sets and chains
 //!
-//! The request pipeline the plugin chain serves (one straight line in `proxy::handle`, to come):
-//! context → authenticate → snapshot the `PluginSet` → request phase (`Chain::on_request`,
-//! `Chain::on_request_body`) → approval → forward → response phase (`Chain::on_response`,
-//! `Chain::on_response_body`, mask plans executed natively) → session + audit on every exit.
+//! The request pipeline, in `proxy::handle`: context and route → authenticate (to come) →
+//! request phase (`Chain::on_request`, `Chain::on_request_body`) → approval (to come; fails
+//! closed) → `Upstream::forward` with the gateway's credential → response phase
+//! (`Chain::on_response`, `Chain::on_response_body`, mask plans executed natively) → session
+//! and audit on every exit (to come) → `error::into_response` for failures.
 pub mod check;
 pub mod cli;
 pub mod codec;
 pub mod config;
 pub mod credential;
+pub mod error;
+pub mod gateway;
 pub mod mask;
 pub mod operation;
 pub mod plugin;
+pub mod proxy;
+pub mod route;
+pub mod server;
+pub mod upstream;

@@ -24,6 +24,7 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
+        Command::Serve { config } => runtime.block_on(serve(&config)),
         Command::Check { config } => {
             let report = runtime.block_on(portcullis::check::check(&config));
             print!("{}", report.render(&config));
@@ -34,4 +35,47 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// Load the configuration, start the listeners, wait for SIGTERM or SIGINT, drain.
+async fn serve(path: &std::path::Path) -> ExitCode {
+    let config = match portcullis::config::Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("portcullis: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let running = match portcullis::server::start(&config).await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("portcullis: cannot start: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    eprintln!(
+        "portcullis: listening on {}{}",
+        running.local_addr(),
+        running
+            .admin_addr()
+            .map(|a| format!(", admin on {a}"))
+            .unwrap_or_default()
+    );
+    if let Err(e) = shutdown_signal().await {
+        eprintln!("portcullis: cannot wait for signals: {e}");
+    }
+    eprintln!("portcullis: shutting down, draining in-flight requests");
+    running.shutdown().await;
+    ExitCode::SUCCESS
+}
+
+async fn shutdown_signal() -> std::io::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = int.recv() => {},
+    }
+    Ok(())
 }

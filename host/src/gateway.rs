@@ -1,0 +1,81 @@
+//! The gateway's state, built from a configuration: the plugin engine, the loaded plugin set,
+//! and the routes with their chains and upstreams.
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::plugin::{self, PluginEngine, PluginError, PluginSet};
+use crate::route::{Route, host_of};
+use crate::upstream::{Upstream, UpstreamError};
+
+/// Everything a request needs. Immutable once built.
+#[derive(Debug)]
+pub struct Gateway {
+    /// Routes in configuration order: the first that serves a request takes it.
+    pub routes: Vec<Route>,
+    /// The loaded plugins.
+    pub plugins: Arc<PluginSet>,
+    /// The key for keyed-hash masking; none configured: such plans fail closed.
+    pub hash_key: Option<Vec<u8>>,
+    /// Largest request head (URI and headers) accepted: `server.max_header_bytes`.
+    pub max_header_bytes: u64,
+}
+
+/// The gateway could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The plugin engine failed, or a route names a plugin that is not loaded.
+    #[error(transparent)]
+    Plugin(#[from] PluginError),
+    /// Plugins failed to load (every failure listed).
+    #[error("{} plugin(s) failed to load:\n{}", .0.len(), .0.iter().map(|e| format!("  {e}")).collect::<Vec<_>>().join("\n"))]
+    Plugins(Vec<PluginError>),
+    /// A route's upstream could not be set up.
+    #[error("route[{index}] ({name}): {source}")]
+    Upstream {
+        /// Position in the configuration.
+        index: usize,
+        /// Route name.
+        name: String,
+        /// Why.
+        source: UpstreamError,
+    },
+}
+
+impl Gateway {
+    /// Load the plugins and build the routes of a validated configuration.
+    pub async fn build(config: &Config) -> Result<Gateway, BuildError> {
+        let engine = PluginEngine::new(config.engine_settings())?;
+        let plugins = Arc::new(
+            plugin::load_set(&engine, &config.plugin_specs(), 1)
+                .await
+                .map_err(BuildError::Plugins)?,
+        );
+        Gateway::with_plugins(config, plugins)
+    }
+
+    /// Build the routes of a configuration over an already loaded plugin set.
+    pub fn with_plugins(config: &Config, plugins: Arc<PluginSet>) -> Result<Gateway, BuildError> {
+        let mut routes = Vec::with_capacity(config.routes.len());
+        for (index, r) in config.routes.iter().enumerate() {
+            let upstream =
+                Upstream::build(r, &config.base_dir).map_err(|source| BuildError::Upstream {
+                    index,
+                    name: r.name.clone(),
+                    source,
+                })?;
+            routes.push(Route::new(r, plugins.chain(&r.plugins)?, upstream));
+        }
+        Ok(Gateway {
+            routes,
+            plugins,
+            hash_key: None,
+            max_header_bytes: config.server.max_header_bytes.as_u64(),
+        })
+    }
+
+    /// The route serving an authority (host, maybe with port) and path.
+    pub fn route(&self, authority: Option<&str>, path: &str) -> Option<&Route> {
+        let host = authority.map(host_of);
+        self.routes.iter().find(|r| r.serves(host, path))
+    }
+}

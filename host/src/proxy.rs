@@ -1,0 +1,550 @@
+//! `handle()`: the one place where the order of a request's phases is written, top to bottom.
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode, Version};
+use http_body::Body as _;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+
+use crate::codec::{self, CodecError, Encoding};
+use crate::config::RouteKind;
+use crate::error::{self, GatewayError, Ids};
+use crate::gateway::Gateway;
+use crate::mask::{self, BodyKind, PlanRef};
+use crate::operation;
+use crate::plugin::{
+    self, HeaderEdit, RequestDecision, RequestOutcome, ResponseDecision, ResponseOutcome,
+};
+use crate::route::Route;
+use crate::upstream::{append_forwarded_for, strip_hop_by_hop};
+
+/// An error inside a body stream.
+pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Every body the gateway sends: streamed from a peer or built in memory.
+pub type Body = BoxBody<Bytes, BodyError>;
+
+/// A body held in memory.
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+/// Who sent a request, and over what.
+#[derive(Debug, Clone, Copy)]
+pub struct Client {
+    /// The peer's address.
+    pub addr: SocketAddr,
+    /// Whether the connection was TLS.
+    pub tls: bool,
+}
+
+/// Serve one request: match a route, run the request phase, forward with the gateway's
+/// credential, run the response phase. Every exit, success, deny or failure, leaves here.
+pub async fn handle<B>(gateway: &Gateway, client: Client, request: Request<B>) -> Response<Body>
+where
+    B: http_body::Body<Data = Bytes> + Send + Sync + Unpin + 'static,
+    B::Error: Into<BodyError>,
+{
+    let started = Instant::now();
+    let ids = Ids {
+        request_id: uuid::Uuid::new_v4().to_string(),
+        client_request_id: request.headers().get("x-ms-client-request-id").cloned(),
+    };
+    let route = gateway.route(authority(&request), request.uri().path());
+    let head = head_size(&request);
+    let outcome = match route {
+        _ if head > gateway.max_header_bytes => Err(GatewayError::HeaderTooLarge {
+            size: head,
+            limit: gateway.max_header_bytes,
+        }),
+        Some(route) => serve(gateway, route, client, &ids, request).await,
+        None => Err(GatewayError::NoRoute {
+            host: authority(&request).unwrap_or_default().to_string(),
+            path: request.uri().path().to_string(),
+        }),
+    };
+    // The session recording and the audit record of `outcome` are written here (to come).
+    let mut response = match outcome {
+        Ok(response) => response,
+        Err(e) => error::into_response(&e, route.map(|r| r.kind), &ids),
+    };
+    if let Ok(id) = HeaderValue::from_str(&ids.request_id) {
+        response.headers_mut().insert("x-request-id", id);
+    }
+    tracing::info!(
+        request_id = %ids.request_id,
+        route = route.map_or("-", |r| r.name.as_str()),
+        status = response.status().as_u16(),
+        elapsed_us = started.elapsed().as_micros() as u64,
+        "request"
+    );
+    response
+}
+
+async fn serve<B>(
+    gateway: &Gateway,
+    route: &Route,
+    client: Client,
+    ids: &Ids,
+    request: Request<B>,
+) -> Result<Response<Body>, GatewayError>
+where
+    B: http_body::Body<Data = Bytes> + Send + Sync + Unpin + 'static,
+    B::Error: Into<BodyError>,
+{
+    let (mut parts, body) = request.into_parts();
+    let facts = facts(route, &parts, client, ids);
+    let client_authorization = parts.headers.remove(header::AUTHORIZATION);
+    strip_hop_by_hop(&mut parts.headers);
+    let headers = Arc::new(std::mem::take(&mut parts.headers));
+
+    // Request phase: headers, then the body for the plugins that asked.
+    let outcome = route.chain.on_request(&facts, &headers).await?;
+    if let Some(refusal) = refusal(route.kind, &outcome, ids) {
+        return Ok(refusal);
+    }
+    let mut edits = outcome.edits;
+    let body = match outcome.body_wants.iter().map(|w| w.limit).max() {
+        None => body.map_err(Into::into).boxed(),
+        Some(want) => {
+            let limit = want.min(route.body_limit);
+            let bytes = match buffer(body, limit).await {
+                Ok(Buffered::Complete(bytes)) => bytes,
+                Ok(Buffered::Over { .. }) => {
+                    return Err(GatewayError::RequestBodyTooLarge { limit });
+                }
+                Err(e) => return Err(GatewayError::ClientBody(e.to_string())),
+            };
+            let body_outcome = route
+                .chain
+                .on_request_body(&facts, &headers, &bytes, &outcome.body_wants)
+                .await?;
+            if let Some(refusal) = refusal(route.kind, &body_outcome, ids) {
+                return Ok(refusal);
+            }
+            edits.extend(body_outcome.edits);
+            full(bytes)
+        }
+    };
+
+    // Forward, with the gateway's credential for this upstream.
+    let mut headers = Arc::unwrap_or_clone(headers);
+    apply_edits(&mut headers, &edits);
+    strip_hop_by_hop(&mut headers);
+    headers.remove(header::HOST);
+    if let Some(len) = body.size_hint().exact() {
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    }
+    append_forwarded_for(&mut headers, client.addr.ip());
+    set_trace_headers(&mut headers, ids);
+    let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let mut upstream_request = Request::new(body);
+    *upstream_request.method_mut() = parts.method.clone();
+    *upstream_request.uri_mut() = route.upstream.uri(path_and_query)?;
+    *upstream_request.version_mut() = Version::HTTP_11;
+    *upstream_request.headers_mut() = headers;
+    let response = route
+        .upstream
+        .forward(upstream_request, client_authorization.as_ref())
+        .await?;
+
+    // Response phase: headers, then the body for the plugins that asked; masks run here.
+    let (mut parts, body) = response.into_parts();
+    // The client's connection decides the version it is answered in, not the upstream's.
+    parts.version = Version::HTTP_11;
+    strip_hop_by_hop(&mut parts.headers);
+    let headers = Arc::new(std::mem::take(&mut parts.headers));
+    let status = parts.status.as_u16();
+    let outcome = route.chain.on_response(&facts, status, &headers).await?;
+    if let Some(replacement) = replacement(&outcome) {
+        return Ok(replacement);
+    }
+    let want = outcome.body_wants.iter().map(|w| w.limit).max();
+    let Some(want) = want.filter(|_| has_body(&facts.method, parts.status)) else {
+        parts.headers = Arc::unwrap_or_clone(headers);
+        return Ok(Response::from_parts(
+            parts,
+            body.map_err(Into::into).boxed(),
+        ));
+    };
+    let limit = want.min(route.body_limit);
+    let raw = match buffer(body, limit).await {
+        Ok(Buffered::Complete(bytes)) => bytes,
+        Ok(Buffered::Over { prefix, rest }) if route.unmasked_passthrough => {
+            tracing::warn!(
+                request_id = %ids.request_id,
+                route = %route.name,
+                limit,
+                "response body over the inspection limit passed through unmasked (route allows it)"
+            );
+            parts.headers = Arc::unwrap_or_clone(headers);
+            return Ok(Response::from_parts(parts, chain_body(prefix, rest)));
+        }
+        Ok(Buffered::Over { .. }) => return Err(GatewayError::ResponseBodyTooLarge { limit }),
+        Err(e) => return Err(GatewayError::Upstream(format!("response body: {e}"))),
+    };
+    let encoding = Encoding::from_headers(&headers)?;
+    let plain = match codec::decode(encoding, &raw, limit as usize) {
+        Ok(plain) => plain,
+        Err(CodecError::TooLarge { .. }) if route.unmasked_passthrough => {
+            tracing::warn!(
+                request_id = %ids.request_id,
+                route = %route.name,
+                limit,
+                "decoded response body over the inspection limit passed through unmasked (route allows it)"
+            );
+            parts.headers = Arc::unwrap_or_clone(headers);
+            return Ok(Response::from_parts(parts, full(raw)));
+        }
+        Err(CodecError::TooLarge { .. }) => {
+            return Err(GatewayError::ResponseBodyTooLarge { limit });
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let outcome = route
+        .chain
+        .on_response_body(&facts, status, &headers, &plain, &outcome.body_wants)
+        .await?;
+    if let Some(replacement) = replacement(&outcome) {
+        return Ok(replacement);
+    }
+    parts.headers = Arc::unwrap_or_clone(headers);
+    let body = masked(
+        gateway,
+        route,
+        &mut parts.headers,
+        &outcome,
+        raw,
+        &plain,
+        encoding,
+    )?;
+    Ok(Response::from_parts(parts, full(body)))
+}
+
+/// Execute the response's mask plans natively. An unchanged body goes out byte for byte; a
+/// changed one is re-encoded as it came, with its length recomputed and its validators dropped.
+fn masked(
+    gateway: &Gateway,
+    route: &Route,
+    headers: &mut HeaderMap,
+    outcome: &ResponseOutcome,
+    raw: Bytes,
+    plain: &[u8],
+    encoding: Encoding,
+) -> Result<Bytes, GatewayError> {
+    if outcome.masks.is_empty() {
+        return Ok(raw);
+    }
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let kind = BodyKind::from_content_type(content_type).ok_or_else(|| {
+        GatewayError::Internal(format!(
+            "a plugin masked a body of content type {content_type:?}, which the host cannot mask"
+        ))
+    })?;
+    let mut plans = Vec::with_capacity(outcome.masks.len());
+    for (id, plan) in &outcome.masks {
+        let plugin = route
+            .chain
+            .plugins()
+            .iter()
+            .find(|p| p.id() == id)
+            .ok_or_else(|| GatewayError::Internal(format!("mask plan from unknown plugin {id}")))?;
+        plans.push(PlanRef {
+            plan,
+            patterns: plugin.patterns(),
+        });
+    }
+    let result = mask::apply(plain, kind, &plans, gateway.hash_key.as_deref())?;
+    if !result.changed {
+        return Ok(raw);
+    }
+    let body = codec::encode(encoding, &result.body)?;
+    for stale in ["etag", "content-md5", "x-ms-content-crc64", "content-range"] {
+        headers.remove(stale);
+    }
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    Ok(body)
+}
+
+/// The size of a request's head as sent: URI, and each header's name, value and separators.
+fn head_size<B>(request: &Request<B>) -> u64 {
+    let headers: usize = request
+        .headers()
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + 4)
+        .sum();
+    (request.uri().to_string().len() + headers) as u64
+}
+
+/// What every hook learns about the request.
+fn facts(
+    route: &Route,
+    parts: &http::request::Parts,
+    client: Client,
+    ids: &Ids,
+) -> plugin::Request {
+    let path = parts.uri.path();
+    plugin::Request {
+        id: ids.request_id.clone(),
+        method: parts.method.as_str().to_string(),
+        scheme: if client.tls { "https" } else { "http" }.into(),
+        authority: authority_of(parts).unwrap_or_default().to_string(),
+        path_and_query: parts
+            .uri
+            .path_and_query()
+            .map_or_else(|| path.to_string(), |p| p.as_str().to_string()),
+        route: route.name.clone(),
+        operation: operation::derive(
+            route.kind,
+            &parts.method,
+            route.resource_path(path),
+            parts.uri.query(),
+            &parts.headers,
+        ),
+        principal: None,
+    }
+}
+
+/// The authority the client addressed: `:authority` (HTTP/2) or `Host` (HTTP/1.1).
+fn authority<B>(request: &Request<B>) -> Option<&str> {
+    request.uri().authority().map(|a| a.as_str()).or_else(|| {
+        request
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+    })
+}
+
+fn authority_of(parts: &http::request::Parts) -> Option<&str> {
+    parts.uri.authority().map(|a| a.as_str()).or_else(|| {
+        parts
+            .headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+    })
+}
+
+/// A plugin's deny or approval request, as the response the client gets.
+fn refusal(kind: RouteKind, outcome: &RequestOutcome, ids: &Ids) -> Option<Response<Body>> {
+    match &outcome.decision {
+        RequestDecision::Continue => None,
+        RequestDecision::Deny { by, deny } => {
+            tracing::info!(request_id = %ids.request_id, plugin = %by, code = %deny.code, "denied");
+            let status = StatusCode::from_u16(deny.status).unwrap_or(StatusCode::FORBIDDEN);
+            Some(match &deny.body {
+                Some(body) => {
+                    let mut response = Response::new(full(body.clone()));
+                    *response.status_mut() = status;
+                    response
+                }
+                None => error::reject(kind, status, &deny.code, &deny.reason, ids),
+            })
+        }
+        RequestDecision::RequireApproval { by, approval } => {
+            // Until the approval workflow exists, a request that needs approval fails closed.
+            tracing::info!(request_id = %ids.request_id, plugin = %by, "approval required; approvals are not available");
+            Some(error::reject(
+                kind,
+                StatusCode::FORBIDDEN,
+                "ApprovalRequired",
+                &format!(
+                    "this operation needs a human's approval ({}), and this gateway has no \
+                     approval workflow enabled",
+                    approval.summary.chars().take(200).collect::<String>()
+                ),
+                ids,
+            ))
+        }
+    }
+}
+
+/// A plugin's replacement response, if it made one.
+fn replacement(outcome: &ResponseOutcome) -> Option<Response<Body>> {
+    let ResponseDecision::Replace { replacement, .. } = &outcome.decision else {
+        return None;
+    };
+    let mut response = Response::new(full(replacement.body.clone()));
+    *response.status_mut() = StatusCode::from_u16(replacement.status).unwrap_or(StatusCode::OK);
+    for (name, value) in &replacement.headers {
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
+            response.headers_mut().append(n, v);
+        }
+    }
+    response.headers_mut().remove(header::CONTENT_LENGTH);
+    Some(response)
+}
+
+fn apply_edits(headers: &mut HeaderMap, edits: &[HeaderEdit]) {
+    for edit in edits {
+        // The contract checked names and values already; anything unparsable is skipped.
+        match edit {
+            HeaderEdit::Set((n, v)) | HeaderEdit::Append((n, v)) => {
+                let (Ok(name), Ok(value)) = (
+                    HeaderName::from_bytes(n.as_bytes()),
+                    HeaderValue::from_str(v),
+                ) else {
+                    continue;
+                };
+                if matches!(edit, HeaderEdit::Set(_)) {
+                    headers.insert(name, value);
+                } else {
+                    headers.append(name, value);
+                }
+            }
+            HeaderEdit::Remove(n) => {
+                if let Ok(name) = HeaderName::from_bytes(n.as_bytes()) {
+                    headers.remove(name);
+                }
+            }
+        }
+    }
+}
+
+/// Set `x-request-id`, and continue the client's W3C trace (or start one) with a new span.
+fn set_trace_headers(headers: &mut HeaderMap, ids: &Ids) {
+    if let Ok(id) = HeaderValue::from_str(&ids.request_id) {
+        headers.insert("x-request-id", id);
+    }
+    let span = &uuid::Uuid::new_v4().simple().to_string()[..16];
+    let incoming = headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_traceparent);
+    let value = match incoming {
+        Some((trace, flags)) => format!("00-{trace}-{span}-{flags}"),
+        None => format!("00-{}-{span}-01", uuid::Uuid::new_v4().simple()),
+    };
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        headers.insert("traceparent", v);
+    }
+}
+
+/// The trace id and flags of a valid version-00 `traceparent`.
+fn parse_traceparent(value: &str) -> Option<(String, String)> {
+    let mut fields = value.trim().split('-');
+    let (version, trace, parent, flags) = (
+        fields.next()?,
+        fields.next()?,
+        fields.next()?,
+        fields.next()?,
+    );
+    let hex = |s: &str, n: usize| {
+        s.len() == n
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    let valid = version == "00"
+        && fields.next().is_none()
+        && hex(trace, 32)
+        && hex(parent, 16)
+        && hex(flags, 2)
+        && trace.bytes().any(|b| b != b'0')
+        && parent.bytes().any(|b| b != b'0');
+    valid.then(|| (trace.to_string(), flags.to_string()))
+}
+
+/// Whether a response to this method with this status carries a body.
+fn has_body(method: &str, status: StatusCode) -> bool {
+    method != "HEAD"
+        && !status.is_informational()
+        && status != StatusCode::NO_CONTENT
+        && status != StatusCode::NOT_MODIFIED
+}
+
+/// A body read into memory up to a limit.
+enum Buffered<B> {
+    /// The whole body.
+    Complete(Bytes),
+    /// More than the limit: what was read, and the rest still to stream.
+    Over { prefix: Bytes, rest: B },
+}
+
+/// Read a body up to `limit` bytes. A declared length over the limit is refused before
+/// reading anything.
+async fn buffer<B>(mut body: B, limit: u64) -> Result<Buffered<B>, BodyError>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: Into<BodyError>,
+{
+    if body.size_hint().lower() > limit {
+        return Ok(Buffered::Over {
+            prefix: Bytes::new(),
+            rest: body,
+        });
+    }
+    let mut collected = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(Into::into)?;
+        if let Ok(data) = frame.into_data() {
+            collected.extend_from_slice(&data);
+            if collected.len() as u64 > limit {
+                return Ok(Buffered::Over {
+                    prefix: collected.freeze(),
+                    rest: body,
+                });
+            }
+        }
+    }
+    Ok(Buffered::Complete(collected.freeze()))
+}
+
+/// A body that sends `prefix` and then streams `rest`.
+fn chain_body<B>(prefix: Bytes, rest: B) -> Body
+where
+    B: http_body::Body<Data = Bytes> + Send + Sync + 'static,
+    B::Error: Into<BodyError>,
+{
+    let first =
+        futures_util::stream::once(
+            async move { Ok::<_, BodyError>(http_body::Frame::data(prefix)) },
+        );
+    let rest = http_body_util::BodyStream::new(rest.map_err(Into::into));
+    StreamBody::new(futures_util::StreamExt::chain(first, rest)).boxed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_valid_traceparent_keeps_its_trace_id() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "traceparent",
+            HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+        );
+        let ids = Ids {
+            request_id: "r".into(),
+            client_request_id: None,
+        };
+        set_trace_headers(&mut h, &ids);
+        let v = h["traceparent"].to_str().unwrap_or_default();
+        assert!(v.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"), "{v}");
+        assert!(!v.contains("00f067aa0ba902b7"), "a new span id: {v}");
+        assert!(v.ends_with("-01"));
+    }
+
+    #[test]
+    fn an_invalid_traceparent_starts_a_new_trace() {
+        assert!(
+            parse_traceparent("00-00000000000000000000000000000000-00f067aa0ba902b7-01").is_none()
+        );
+        assert!(
+            parse_traceparent("zz-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").is_none()
+        );
+        assert!(
+            parse_traceparent("00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01").is_none()
+        );
+    }
+}

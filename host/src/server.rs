@@ -1,0 +1,292 @@
+//! The listeners: the gateway (TLS with rustls, HTTP/1.1 and HTTP/2 by ALPN, or plaintext when
+//! configured), the admin listener (`/healthz`, `/readyz`), and graceful drain on shutdown.
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
+
+use crate::config::{Config, TlsConfig};
+use crate::gateway::{BuildError, Gateway};
+use crate::proxy::{self, Body, Client, full};
+
+/// The gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Plugins, routes or upstreams could not be built.
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    /// The TLS certificate or key could not be used.
+    #[error("TLS: {0}")]
+    Tls(String),
+    /// A listener could not bind.
+    #[error("cannot listen on {addr}: {reason}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The I/O error.
+        reason: String,
+    },
+}
+
+/// How long a client may take to finish the TLS handshake, and to send a request head.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A running gateway. [`Running::shutdown`] drains it; dropping it stops accepting and drains
+/// without waiting.
+#[derive(Debug)]
+pub struct Running {
+    addr: SocketAddr,
+    admin_addr: Option<SocketAddr>,
+    stop: watch::Sender<bool>,
+    ready: Arc<AtomicBool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    /// The gateway listener's address (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The admin listener's address, when configured.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
+    }
+
+    /// Stop accepting, mark not ready, let in-flight requests finish within the configured
+    /// grace period, then close every connection.
+    pub async fn shutdown(self) {
+        self.ready.store(false, Ordering::SeqCst);
+        let _ = self.stop.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+/// Build the gateway from a validated configuration and start its listeners.
+pub async fn start(config: &Config) -> Result<Running, StartError> {
+    let gateway = Arc::new(Gateway::build(config).await?);
+    start_with(config, gateway).await
+}
+
+/// Start the listeners of `config` serving an already built gateway.
+pub async fn start_with(config: &Config, gateway: Arc<Gateway>) -> Result<Running, StartError> {
+    let server = &config.server;
+    let tls = tls_acceptor(config)?;
+    let listener = bind(server.listen).await?;
+    let addr = local_addr(&listener, server.listen)?;
+    let (stop, stopped) = watch::channel(false);
+    let ready = Arc::new(AtomicBool::new(true));
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    let header_limit = usize::try_from(server.max_header_bytes.as_u64()).unwrap_or(usize::MAX);
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(header_limit.saturating_mul(2).max(8192));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(header_limit).unwrap_or(u32::MAX));
+    let mut tasks = vec![tokio::spawn(accept(
+        listener,
+        tls,
+        Arc::new(builder),
+        gateway,
+        stopped.clone(),
+        server.shutdown_grace,
+    ))];
+    let mut admin_addr = None;
+    if let Some(admin) = server.admin_listen {
+        let listener = bind(admin).await?;
+        admin_addr = Some(local_addr(&listener, admin)?);
+        tasks.push(tokio::spawn(serve_admin(listener, ready.clone(), stopped)));
+    }
+    tracing::info!(%addr, tls = server.tls.is_some() && !server.plaintext, admin = ?admin_addr, "gateway listening");
+    Ok(Running {
+        addr,
+        admin_addr,
+        stop,
+        ready,
+        tasks,
+    })
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr).await.map_err(|e| StartError::Bind {
+        addr,
+        reason: e.to_string(),
+    })
+}
+
+fn local_addr(listener: &TcpListener, addr: SocketAddr) -> Result<SocketAddr, StartError> {
+    listener.local_addr().map_err(|e| StartError::Bind {
+        addr,
+        reason: e.to_string(),
+    })
+}
+
+/// The TLS acceptor of a configuration; none when it serves plaintext.
+pub fn tls_acceptor(config: &Config) -> Result<Option<TlsAcceptor>, StartError> {
+    match &config.server.tls {
+        Some(tls) if !config.server.plaintext => acceptor(config, tls).map(Some),
+        _ => Ok(None),
+    }
+}
+
+/// A rustls acceptor for the configured certificate: TLS 1.2 and 1.3, ALPN h2 and http/1.1.
+fn acceptor(config: &Config, tls: &TlsConfig) -> Result<TlsAcceptor, StartError> {
+    use rustls::pki_types::PrivateKeyDer;
+    use rustls::pki_types::pem::PemObject;
+    let cert_file = config.path(&tls.cert_file);
+    let key_file = config.path(&tls.key_file);
+    let certs = crate::upstream::read_certificates(&cert_file)
+        .map_err(|e| StartError::Tls(format!("{}: {e}", cert_file.display())))?;
+    // The key's content never appears in an error: only the file name.
+    let key = PrivateKeyDer::from_pem_file(&key_file).map_err(|_| {
+        StartError::Tls(format!(
+            "{}: no usable PEM private key (PKCS#8, PKCS#1 or SEC1)",
+            key_file.display()
+        ))
+    })?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut server = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| StartError::Tls(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| StartError::Tls(format!("{}: {e}", cert_file.display())))?;
+    server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(server)))
+}
+
+/// Accept connections until told to stop, then drain within `grace`.
+async fn accept(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    gateway: Arc<Gateway>,
+    mut stopped: watch::Receiver<bool>,
+    grace: Duration,
+) {
+    let graceful = GracefulShutdown::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = stopped.changed() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let (builder, gateway, watcher) = (builder.clone(), gateway.clone(), graceful.watcher());
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            let client = Client {
+                addr: peer,
+                tls: tls.is_some(),
+            };
+            let service = service_fn(move |request: Request<Incoming>| {
+                let gateway = gateway.clone();
+                async move { Ok::<_, Infallible>(proxy::handle(&gateway, client, request).await) }
+            });
+            let result = match tls {
+                Some(tls) => {
+                    let stream =
+                        match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
+                            Ok(Ok(s)) => s,
+                            Ok(Err(e)) => {
+                                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::debug!(%peer, "TLS handshake timed out");
+                                return;
+                            }
+                        };
+                    watcher
+                        .watch(builder.serve_connection(TokioIo::new(stream), service))
+                        .await
+                }
+                None => {
+                    watcher
+                        .watch(builder.serve_connection(TokioIo::new(stream), service))
+                        .await
+                }
+            };
+            if let Err(e) = result {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tracing::info!(?grace, "draining in-flight requests");
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            ?grace,
+            "requests still in flight after the grace period; closing"
+        );
+    }
+}
+
+/// `/healthz`: the process is alive. `/readyz`: it accepts traffic (not while draining).
+async fn serve_admin(
+    listener: TcpListener,
+    ready: Arc<AtomicBool>,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
+    loop {
+        let (stream, _) = tokio::select! {
+            _ = stopped.changed() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(_) => continue,
+            },
+        };
+        let (builder, ready) = (builder.clone(), ready.clone());
+        tokio::spawn(async move {
+            let service = service_fn(move |request: Request<Incoming>| {
+                let ready = ready.load(Ordering::SeqCst);
+                async move { Ok::<_, Infallible>(admin(request.uri().path(), ready)) }
+            });
+            let _ = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+fn admin(path: &str, ready: bool) -> Response<Body> {
+    let (status, text) = match path {
+        "/healthz" => (StatusCode::OK, "ok\n"),
+        "/readyz" if ready => (StatusCode::OK, "ready\n"),
+        "/readyz" => (StatusCode::SERVICE_UNAVAILABLE, "not ready: draining\n"),
+        _ => (StatusCode::NOT_FOUND, "not found\n"),
+    };
+    let mut response = Response::new(full(text));
+    *response.status_mut() = status;
+    response
+}
