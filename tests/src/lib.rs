@@ -4,6 +4,10 @@
 //! `target/plugins/`; a missing one fails the test loudly, never skips it.
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 pub mod azurite;
+pub mod gateway;
+pub mod mock_upstream;
+pub mod tls;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;

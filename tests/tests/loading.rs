@@ -282,6 +282,57 @@ async fn the_example_configuration_loads_every_plugin() {
             "{name} missing from:\n{text}"
         );
     }
+    for route in [
+        "route example-api (generic) */ -> http://127.0.0.1:8081 plugins:[plugin-template,allow-all]",
+        "route example-blob (azure-storage) */devstoreaccount1 -> http://127.0.0.1:10000 plugins:[allow-all]",
+    ] {
+        assert!(text.contains(route), "{route} missing from:\n{text}");
+    }
+}
+
+#[tokio::test]
+async fn check_reads_certificates_and_secrets_as_serve_would() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("server.pem"), "not a certificate").unwrap();
+    std::fs::write(dir.path().join("server.key"), "not a key").unwrap();
+    std::fs::write(dir.path().join("account-key"), "").unwrap();
+    let config = dir.path().join("portcullis.toml");
+    std::fs::write(
+        &config,
+        r#"
+plugin_dir = "."
+[server]
+tls = { cert_file = "server.pem", key_file = "server.key" }
+[[route]]
+name = "blob"
+kind = "azure-storage"
+upstream = "http://127.0.0.1:10000"
+credential = { type = "azure-shared-key", account = "a", key_file = "account-key" }
+"#,
+    )
+    .unwrap();
+    let report = portcullis::check::check(&config).await;
+    assert_eq!(report.problems.len(), 2, "{:?}", report.problems);
+    assert!(
+        report.problems[0].starts_with("route[0] (blob): "),
+        "{:?}",
+        report.problems
+    );
+    assert!(
+        report.problems[0].contains("account-key"),
+        "{:?}",
+        report.problems
+    );
+    assert!(
+        report.problems[1].starts_with("server.tls: "),
+        "{:?}",
+        report.problems
+    );
+    assert!(
+        report.problems[1].contains("server.pem"),
+        "{:?}",
+        report.problems
+    );
 }
 
 #[tokio::test]
@@ -294,6 +345,7 @@ async fn check_reports_every_problem_at_once() {
         &config,
         r#"
 plugin_dir = "."
+server = { plaintext = true }
 [[plugin]]
 name = "bad-describe"
 file = "bad-describe.wasm"

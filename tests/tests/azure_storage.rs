@@ -1,0 +1,141 @@
+//! An `azure-storage` route in front of Azurite, driven by the real Python Azure Storage SDK
+//! over TLS. The SDK holds no credential: the gateway signs every request with the account key
+//! (Shared Key), and Azurite verifies the signatures. A test plugin's deny must reach the SDK
+//! as a normal service error. (That the same anonymous SDK calls straight to Azurite are
+//! refused is shown by the harness's own test, `azurite_sdk.rs`.)
+#![allow(clippy::unwrap_used)]
+use portcullis_tests::azurite::{ACCOUNT, Azurite, KEY, run_blob_client};
+use portcullis_tests::gateway::TestGateway;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+/// The bytes blob_client.py uploads for blob `name` (see its docstring).
+fn blob_sha256(name: &str, size: usize) -> String {
+    let mut out = Vec::with_capacity(size + 32);
+    let mut i = 0u64;
+    while out.len() < size {
+        out.extend_from_slice(&Sha256::digest(format!("{name}:{i}")));
+        i += 1;
+    }
+    out.truncate(size);
+    hex::encode(Sha256::digest(&out))
+}
+
+async fn gateway(azurite: &Azurite, plugins: &str) -> TestGateway {
+    let config = format!(
+        r#"
+[[plugin]]
+name = "deny-operations"
+file = "deny-operations.wasm"
+config = {{ operations = ["DeleteContainer", "SetContainerAcl"] }}
+
+[[route]]
+name = "blob"
+kind = "azure-storage"
+path_prefix = "/{ACCOUNT}"
+path_style = true
+upstream = "{}"
+body_limit = "1MiB"
+plugins = {plugins}
+credential = {{ type = "azure-shared-key", account = "{ACCOUNT}", key_file = "account-key" }}
+"#,
+        azurite.endpoint()
+    );
+    TestGateway::start(&config, |dir| {
+        std::fs::write(dir.join("account-key"), format!("{KEY}\n")).unwrap();
+    })
+    .await
+}
+
+/// Run the SDK client against the gateway (on a blocking thread: it is a child process).
+async fn sdk(gw: &TestGateway, actions: &[String]) -> Vec<Value> {
+    let mut args = vec![
+        "--endpoint".to_string(),
+        format!("{}/{ACCOUNT}", gw.url()),
+        "--ca".to_string(),
+        gw.certs.ca.display().to_string(),
+    ];
+    args.extend(actions.iter().cloned());
+    tokio::task::spawn_blocking(move || run_blob_client(&args))
+        .await
+        .unwrap()
+}
+
+fn assert_ok(line: &Value) {
+    assert_eq!(line["ok"], true, "{line}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_sdk_works_through_the_gateway_which_signs_with_shared_key() {
+    portcullis_tests::plugin("deny-operations");
+    let azurite = Azurite::start();
+    let gw = gateway(&azurite, r#"["deny-operations"]"#).await;
+    // 3 MiB in one PutBlob and 5 MiB + 1 in blocks: both bigger than the route's 1 MiB body
+    // limit, and no plugin asked for the body, so they stream through.
+    let (single, blocks) = (3 << 20, (5 << 20) + 1);
+    let lines = sdk(
+        &gw,
+        &[
+            "create-container:agents".into(),
+            "upload:agents/notes.txt:1000".into(),
+            format!("upload:agents/single.bin:{single}"),
+            format!("upload-blocks:agents/blocks.bin:{blocks}"),
+            "list-containers".into(),
+            "list-blobs:agents".into(),
+            "download:agents/single.bin".into(),
+            "download:agents/blocks.bin".into(),
+            "delete-blob:agents/notes.txt".into(),
+        ],
+    )
+    .await;
+    assert_eq!(lines.len(), 9, "{lines:?}");
+    for line in &lines {
+        assert_ok(line);
+    }
+    assert_eq!(lines[1]["sha256"], blob_sha256("notes.txt", 1000));
+    assert_eq!(lines[4]["names"], serde_json::json!(["agents"]));
+    assert_eq!(
+        lines[5]["names"],
+        serde_json::json!(["blocks.bin", "notes.txt", "single.bin"])
+    );
+    assert_eq!(lines[6]["size"], single);
+    assert_eq!(lines[6]["sha256"], blob_sha256("single.bin", single));
+    assert_eq!(lines[7]["size"], blocks);
+    assert_eq!(lines[7]["sha256"], blob_sha256("blocks.bin", blocks));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugins_deny_reaches_the_sdk_as_a_service_error_and_nothing_changes() {
+    let azurite = Azurite::start();
+    let gw = gateway(&azurite, r#"["deny-operations"]"#).await;
+    let lines = sdk(
+        &gw,
+        &[
+            "create-container:kept".into(),
+            "set-acl:kept".into(),
+            "delete-container:kept".into(),
+            "list-containers".into(),
+        ],
+    )
+    .await;
+    assert_ok(&lines[0]);
+    for (line, operation) in [
+        (&lines[1], "SetContainerAcl"),
+        (&lines[2], "DeleteContainer"),
+    ] {
+        assert_eq!(line["ok"], false, "{line}");
+        assert_eq!(line["status"], 403, "{line}");
+        assert_eq!(line["error_code"], "OperationDenied", "{line}");
+        let message = line["message"].as_str().unwrap();
+        assert!(
+            message.contains(&format!("{operation} is denied by policy")),
+            "{message}"
+        );
+        assert!(message.contains("request id"), "{message}");
+    }
+    assert_eq!(
+        lines[3]["names"],
+        serde_json::json!(["kept"]),
+        "the denied delete never reached Azurite"
+    );
+}
