@@ -304,8 +304,13 @@ fn check_upstream(url: &str) -> Result<(), String> {
         Some("http" | "https") => {}
         _ => return Err(format!("{url:?} must start with https:// or http://")),
     }
-    if uri.authority().is_none() {
-        return Err(format!("{url:?} has no host"));
+    match uri.authority() {
+        None => return Err(format!("{url:?} has no host")),
+        // Credentials belong in `[route.credential]` files, never in a URL that gets logged.
+        Some(a) if a.as_str().contains('@') => {
+            return Err("must not contain user information (use [route.credential])".into());
+        }
+        Some(_) => {}
     }
     if uri.query().is_some() || url.contains('#') {
         return Err(format!("{url:?} must not have a query or fragment"));
@@ -673,6 +678,9 @@ mod tests {
             [[route]]
             name = "r"
             upstream = "http://127.0.0.1:1/base?x=1"
+            [[route]]
+            name = "s"
+            upstream = "https://user:hunter2@example.com"
         "#;
         let Err(ConfigError::Invalid(problems)) = Config::parse(text, dir.path()) else {
             panic!("expected problems");
@@ -689,7 +697,12 @@ mod tests {
                 "route[0].credential.key_file",
                 "route[1].name",
                 "route[1].upstream",
+                "route[2].upstream",
             ]
+        );
+        assert!(
+            !problems.iter().any(|p| p.message.contains("hunter2")),
+            "{problems:?}"
         );
     }
 

@@ -385,3 +385,165 @@ async fn shutdown_drains_in_flight_requests_and_stops_accepting() {
     );
     drop(dir);
 }
+
+#[tokio::test]
+async fn a_compressed_response_is_decoded_for_plugins_masked_and_re_encoded() {
+    use std::io::{Read, Write};
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(br#"{"note":"secret-42 and secret-7"}"#)
+        .unwrap();
+    let compressed = Bytes::from(gz.finish().unwrap());
+    let upstream = MockUpstream::start(move |_| {
+        let mut reply = Reply::json("");
+        reply.body = compressed.clone();
+        reply
+            .headers
+            .push(("content-encoding".into(), "gzip".into()));
+        reply
+            .headers
+            .push(("x-misbehave".into(), "need-body".into()));
+        reply
+    })
+    .await;
+    let gw = TestGateway::start(&route(&upstream.url(), ""), |_| {}).await;
+    let answer = gw.client(false).get("/gz").await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert_eq!(answer.headers["content-encoding"], "gzip");
+    assert_eq!(
+        answer.headers["content-length"].to_str().unwrap(),
+        answer.body.len().to_string()
+    );
+    let mut plain = String::new();
+    flate2::read::GzDecoder::new(&answer.body[..])
+        .read_to_string(&mut plain)
+        .unwrap();
+    assert_eq!(plain, r#"{"note":"[SECRET] and [SECRET]"}"#);
+}
+
+#[tokio::test]
+async fn credentials_are_the_gateways_own_and_the_client_token_passes_only_when_configured() {
+    // An OAuth2 token endpoint (client credentials), and an upstream that records what it got.
+    let idp = MockUpstream::start(|_| {
+        Reply::json(r#"{"access_token":"gateway-token-1","token_type":"Bearer","expires_in":3600}"#)
+    })
+    .await;
+    let upstream = MockUpstream::start(|_| Reply::json("{}")).await;
+    let config = format!(
+        r#"
+[[route]]
+name = "oauth"
+path_prefix = "/oauth"
+upstream = "{u}"
+credential = {{ type = "oauth2-client-credentials", token_url = "{idp}/token", client_id = "gw", secret_file = "client-secret", scope = "api://svc/.default" }}
+[[route]]
+name = "key"
+path_prefix = "/key"
+upstream = "{u}"
+credential = {{ type = "header", name = "api-key", value_file = "api-key" }}
+[[route]]
+name = "pass"
+path_prefix = "/pass"
+upstream = "{u}"
+credential = {{ type = "pass-through" }}
+"#,
+        u = upstream.url(),
+        idp = idp.url()
+    );
+    let gw = TestGateway::start(&config, |dir| {
+        std::fs::write(dir.join("client-secret"), "very-secret-client-secret\n").unwrap();
+        std::fs::write(dir.join("api-key"), "static-api-key\n").unwrap();
+    })
+    .await;
+    let client = gw.client(false);
+    let agent = [("authorization", "Bearer agent-token")];
+    for path in ["/oauth/a", "/oauth/b", "/key/a", "/pass/a"] {
+        let answer = client.send("GET", path, &agent, Bytes::new()).await;
+        assert_eq!(answer.status, 200, "{path}: {}", answer.text());
+    }
+    let seen = upstream.seen();
+    assert_eq!(seen[0].headers["authorization"], "Bearer gateway-token-1");
+    assert_eq!(seen[1].headers["authorization"], "Bearer gateway-token-1");
+    assert_eq!(idp.seen().len(), 1, "the token is cached");
+    let form = String::from_utf8_lossy(&idp.seen()[0].body).into_owned();
+    assert!(form.contains("grant_type=client_credentials"), "{form}");
+    assert_eq!(seen[2].headers["api-key"], "static-api-key");
+    assert!(!seen[2].headers.contains_key("authorization"));
+    assert_eq!(seen[3].headers["authorization"], "Bearer agent-token");
+}
+
+#[tokio::test]
+async fn an_unavailable_upstream_credential_is_a_502_that_reveals_nothing() {
+    let idp = MockUpstream::start(|_| {
+        let mut reply = Reply::json(r#"{"error":"invalid_client","error_description":"bad"}"#);
+        reply.status = 401;
+        reply
+    })
+    .await;
+    let upstream = MockUpstream::start(|_| Reply::json("{}")).await;
+    let config = format!(
+        r#"
+[[route]]
+name = "oauth"
+upstream = "{}"
+credential = {{ type = "oauth2-client-credentials", token_url = "{}/token", client_id = "gw", secret_file = "client-secret", scope = "s" }}
+"#,
+        upstream.url(),
+        idp.url()
+    );
+    let gw = TestGateway::start(&config, |dir| {
+        std::fs::write(dir.join("client-secret"), "very-secret-client-secret").unwrap();
+    })
+    .await;
+    let answer = gw.client(false).get("/x").await;
+    assert_eq!(answer.status, 502);
+    assert_eq!(
+        answer.json()["error"]["code"],
+        "UpstreamCredentialUnavailable"
+    );
+    let text = answer.text();
+    assert!(
+        !text.contains("very-secret") && !text.contains(&idp.url()),
+        "{text}"
+    );
+    assert!(upstream.seen().is_empty());
+}
+
+#[tokio::test]
+async fn an_azure_arm_route_shows_plugins_the_rbac_operation_and_refuses_in_arm_shape() {
+    let upstream = MockUpstream::start(|_| Reply::json("{}")).await;
+    let config = format!(
+        r#"
+[[plugin]]
+name = "deny-operations"
+file = "deny-operations.wasm"
+config = {{ operations = ["Microsoft.Storage/storageAccounts/listKeys/action"] }}
+[[route]]
+name = "arm"
+kind = "azure-arm"
+upstream = "{}"
+plugins = ["deny-operations"]
+"#,
+        upstream.url()
+    );
+    let gw = TestGateway::start(&config, |_| {}).await;
+    let client = gw.client(true);
+    let account =
+        "/subscriptions/s1/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/acct";
+    let denied = client
+        .send(
+            "POST",
+            &format!("{account}/listKeys?api-version=2023-01-01"),
+            &[("x-ms-client-request-id", "agent-7")],
+            Bytes::new(),
+        )
+        .await;
+    assert_eq!(denied.status, 403);
+    assert_eq!(denied.headers["x-ms-client-request-id"], "agent-7");
+    assert!(denied.headers.contains_key("x-ms-correlation-request-id"));
+    assert_eq!(denied.json()["error"]["code"], "OperationDenied");
+    let read = client
+        .get(&format!("{account}?api-version=2023-01-01"))
+        .await;
+    assert_eq!(read.status, 200);
+    assert_eq!(upstream.seen().len(), 1);
+}
