@@ -1,4 +1,5 @@
-//! Load-test upstream: answers every request 200 with a fixed small JSON body.
+//! Load-test upstream: answers every request 200 with a fixed small JSON body, or, for
+//! `GET /bytes/N`, with N zero bytes streamed in 64 KiB chunks (never held in memory).
 //!
 //! `bench_upstream PORT` listens on `127.0.0.1:PORT` (0: any free port), HTTP/1.1 with
 //! keep-alive, on a multi-threaded Tokio runtime, and prints the bound address on stdout once
@@ -9,7 +10,8 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Incoming;
 use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::service::service_fn;
@@ -71,11 +73,17 @@ async fn serve(addr: SocketAddr) -> Result<(), String> {
         }
         let body = body.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |_req: Request<Incoming>| {
-                let mut response = Response::new(Full::new(body.clone()));
-                response
-                    .headers_mut()
-                    .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            let service = service_fn(move |req: Request<Incoming>| {
+                let response = match streamed_size(req.uri().path()) {
+                    Some(size) => zeros(size),
+                    None => {
+                        let mut response = Response::new(Full::new(body.clone()).boxed());
+                        response
+                            .headers_mut()
+                            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                        response
+                    }
+                };
                 async move { Ok::<_, Infallible>(response) }
             });
             // Errors here are clients going away (a load generator stopping): not ours to report.
@@ -93,4 +101,24 @@ fn announce(bound: SocketAddr) -> Result<(), String> {
     writeln!(stdout, "{bound}")
         .and_then(|()| stdout.flush())
         .map_err(|e| format!("cannot write to stdout: {e}"))
+}
+
+/// `/bytes/N`: the size to stream.
+fn streamed_size(path: &str) -> Option<u64> {
+    path.strip_prefix("/bytes/")?.parse().ok()
+}
+
+/// N zero bytes, produced 64 KiB at a time as the client reads them.
+fn zeros(size: u64) -> Response<BoxBody<Bytes, Infallible>> {
+    const CHUNK: u64 = 64 << 10;
+    let zeros = Bytes::from(vec![0u8; CHUNK as usize]);
+    let chunks = (0..size.div_ceil(CHUNK)).map(move |i| {
+        let len = CHUNK.min(size - i * CHUNK) as usize;
+        Ok::<_, Infallible>(hyper::body::Frame::data(zeros.slice(..len)))
+    });
+    let mut response = Response::new(StreamBody::new(futures_util::stream::iter(chunks)).boxed());
+    response
+        .headers_mut()
+        .insert(hyper::header::CONTENT_LENGTH, HeaderValue::from(size));
+    response
 }
