@@ -4,7 +4,7 @@
 # In ONE run, against the same upstream (tests/src/bin/bench_upstream.rs, fixed 201-byte JSON):
 #   direct        wrk -> upstream
 #   bare proxy    wrk -> tests/src/bin/bare_proxy.rs -> upstream (the baseline)
-#   portcullis N  wrk -> portcullis serve, route with N plugins (0, 1, 3; fresh instances) -> upstream
+#   portcullis N  wrk -> portcullis serve, route with N plugins (0, 1, 3 fresh; 3 reuse) -> upstream
 # each at CONNECTIONS connections (throughput) and at 1 connection (latency), in ROUNDS
 # interleaved rounds (the order rotates every round), and prints a markdown table of the
 # medians: req/s, req/s ratio to the bare proxy, p50 at 1 connection, p50 added over direct.
@@ -15,7 +15,7 @@
 #
 # Environment: DURATION (10s per wrk run), WARMUP (2s per target, discarded), ROUNDS (3),
 # CONNECTIONS (64), THREADS (2, wrk threads for the CONNECTIONS runs), BASE_PORT (18400: the
-# gateways listen on BASE_PORT..+2), SKIP_BUILD=1 (use what is already built),
+# gateways listen on BASE_PORT..+3), SKIP_BUILD=1 (use what is already built),
 # CARGO_TARGET_DIR (where the binaries are; default target/), PLUGIN_DIR (the built plugins;
 # default target/plugins, where scripts/build-plugins.sh puts them).
 #
@@ -178,14 +178,14 @@ url[bare]="http://$addr"
 if [[ $only_baseline -eq 0 ]]; then
     # gateway_config PORT PLUGIN...: a Portcullis configuration with one route through PLUGIN...
     gateway_config() {
-        local port=$1
-        shift
+        local port=$1 instance=$2
+        shift 2
         local list="" p
         for p in "$@"; do list+="${list:+, }\"$p\""; done
         printf 'plugin_dir = "%s"\n\n[server]\nlisten = "127.0.0.1:%s"\nplaintext = true\n' \
             "$plugin_dir" "$port"
         for p in "$@"; do
-            printf '\n[[plugin]]\nname = "%s"\nfile = "%s.wasm"\n' "$p" "$p"
+            printf '\n[[plugin]]\nname = "%s"\nfile = "%s.wasm"\ninstance = "%s"\n' "$p" "$p" "$instance"
             if [[ "$p" == plugin-template ]]; then
                 printf '[plugin.config]\nblocked_methods = ["DELETE"]\npaths = ["/admin/**"]\n'
             fi
@@ -193,12 +193,16 @@ if [[ $only_baseline -eq 0 ]]; then
         printf '\n[[route]]\nname = "bench"\nupstream = "%s"\nplugins = [%s]\n' "$upstream_url" "$list"
     }
     i=0
-    for n in 0 1 3; do
+    # 0, 1 and 3 plugins in fresh mode; 3r: the same 3 in reuse mode (the engine's best case,
+    # for scale: reuse keeps memory between calls, so it is not the default).
+    for n in 0 1 3 3r; do
         port=$((BASE_PORT + i))
         i=$((i + 1))
         port_in_use "$port" && die "port $port is in use: set BASE_PORT"
-        plugins=("${chain_plugins[@]:0:n}")
-        gateway_config "$port" "${plugins[@]}" >"$work/portcullis-$n.toml"
+        instance=fresh
+        [[ $n == 3r ]] && instance=reuse
+        plugins=("${chain_plugins[@]:0:${n%r}}")
+        gateway_config "$port" "$instance" "${plugins[@]}" >"$work/portcullis-$n.toml"
         start "portcullis-$n" "$work/bin/portcullis" serve --config "$work/portcullis-$n.toml"
         # Ready when it answers (plugins compile at start: allow a while).
         for _ in $(seq 600); do
@@ -284,13 +288,13 @@ function median(list,    a, n, i, j, t) {
 }
 { if ($3 == "many") rps[$1, $2] = $4; else p50[$1, $2] = $5 }
 END {
-    split("direct bare pc0 pc1 pc3", order, " ")
+    split("direct bare pc0 pc1 pc3 pc3r", order, " ")
     label["direct"] = "direct to upstream"; label["bare"] = "bare hyper proxy (baseline)"
     label["pc0"] = "Portcullis, 0 plugins"; label["pc1"] = "Portcullis, 1 plugin"
-    label["pc3"] = "Portcullis, 3 plugins"
+    label["pc3"] = "Portcullis, 3 plugins"; label["pc3r"] = "Portcullis, 3 plugins, reuse"
     printf "| target | req/s @%d | ratio vs bare proxy | p50 @1 | added p50 vs direct |\n", conns
     print "|---|---|---|---|---|"
-    for (k = 1; k <= 5; k++) {
+    for (k = 1; k <= 6; k++) {
         n = order[k]
         if (!((1, n) in rps)) continue
         r = ""; ra = ""; p = ""; pa = ""
@@ -310,10 +314,10 @@ END {
             (added["pc3"] <= 50 ? "met" : "NOT met")
     }
     print "\nPer round (req/s @" conns " / p50 µs @1):"
-    for (k = 1; k <= 5; k++) {
+    for (k = 1; k <= 6; k++) {
         n = order[k]
         if (!((1, n) in rps)) continue
-        line = sprintf("  %-28s", label[n])
+        line = sprintf("  %-30s", label[n])
         for (i = 1; i <= rounds; i++) line = line sprintf("  %8.0f / %6.1f", rps[i, n], p50[i, n])
         print line
     }
