@@ -547,3 +547,43 @@ plugins = ["deny-operations"]
     assert_eq!(read.status, 200);
     assert_eq!(upstream.seen().len(), 1);
 }
+
+#[tokio::test]
+async fn an_https_upstream_is_trusted_through_its_ca_bundle_and_only_through_it() {
+    // The upstream is itself a TLS gateway in front of the mock, with its own private CA.
+    let mock = MockUpstream::start(|_| Reply::json(r#"{"via":"tls"}"#)).await;
+    let inner = TestGateway::start(
+        &format!(
+            "[[route]]\nname = \"inner\"\nupstream = \"{}\"\n",
+            mock.url()
+        ),
+        |_| {},
+    )
+    .await;
+    let inner_url = inner.url();
+    let inner_ca = inner.certs.ca.clone();
+    let config = format!(
+        r#"
+[[route]]
+name = "trusted"
+path_prefix = "/trusted"
+upstream = "{inner_url}"
+ca_file = "inner-ca.pem"
+[[route]]
+name = "untrusted"
+path_prefix = "/untrusted"
+upstream = "{inner_url}"
+"#
+    );
+    let outer = TestGateway::start(&config, |dir| {
+        std::fs::copy(&inner_ca, dir.join("inner-ca.pem")).unwrap();
+    })
+    .await;
+    let trusted = outer.client(false).get("/trusted/x").await;
+    assert_eq!(trusted.status, 200, "{}", trusted.text());
+    assert_eq!(trusted.json(), serde_json::json!({"via": "tls"}));
+    // The system roots do not know the private CA: the TLS handshake fails, nothing is sent.
+    let untrusted = outer.client(false).get("/untrusted/x").await;
+    assert_eq!(untrusted.status, 502, "{}", untrusted.text());
+    assert_eq!(mock.seen().len(), 1);
+}
