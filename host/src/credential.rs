@@ -25,7 +25,6 @@
 //! says (`%XX` only): a literal `+` stays `+` (Azurite would read it as a space).
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use base64::Engine as _;
@@ -40,8 +39,6 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
-use rustls::pki_types::CertificateDer;
-use rustls::pki_types::pem::PemObject;
 use sha2::Sha256;
 
 use crate::config::CredentialConfig;
@@ -601,7 +598,7 @@ impl Oauth2 {
                 .client
                 .request(request)
                 .await
-                .map_err(|e| describe(&e))?;
+                .map_err(|e| crate::upstream::describe(&e))?;
             let status = response.status();
             let body = Limited::new(response.into_body(), TOKEN_RESPONSE_LIMIT)
                 .collect()
@@ -630,18 +627,6 @@ impl Oauth2 {
             expires_at: started + token.lifetime,
         })
     }
-}
-
-/// An error and its causes, on one line.
-fn describe(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// A refused token request: the status, the IdP's `error` code and, from Entra ID, its
@@ -735,37 +720,8 @@ fn https_connector(
         url: url.to_string(),
         reason,
     };
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let builder = HttpsConnectorBuilder::new();
-    let builder = match ca_file {
-        None if https => builder
-            .with_provider_and_native_roots(provider)
-            .map_err(|e| tls_error(format!("cannot load the system's root certificates: {e}")))?,
-        _ => {
-            let mut roots = rustls::RootCertStore::empty();
-            if let Some(path) = ca_file {
-                let read_error = |e: &dyn fmt::Display| {
-                    tls_error(format!("cannot read CA file {}: {e}", path.display()))
-                };
-                for cert in CertificateDer::pem_file_iter(path).map_err(|e| read_error(&e))? {
-                    let cert = cert.map_err(|e| read_error(&e))?;
-                    roots.add(cert).map_err(|e| read_error(&e))?;
-                }
-                if roots.is_empty() {
-                    return Err(tls_error(format!(
-                        "CA file {} holds no certificate",
-                        path.display()
-                    )));
-                }
-            }
-            let config = rustls::ClientConfig::builder_with_provider(provider)
-                .with_safe_default_protocol_versions()
-                .map_err(|e| tls_error(e.to_string()))?
-                .with_root_certificates(roots)
-                .with_no_client_auth();
-            builder.with_tls_config(config)
-        }
-    };
+    let config = crate::upstream::tls_client_config(ca_file, https).map_err(tls_error)?;
+    let builder = HttpsConnectorBuilder::new().with_tls_config(config);
     let builder = if https {
         builder.https_only()
     } else {
@@ -779,6 +735,7 @@ fn https_connector(
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use hyper::service::service_fn;

@@ -56,7 +56,10 @@ where
         request_id: uuid::Uuid::new_v4().to_string(),
         client_request_id: request.headers().get("x-ms-client-request-id").cloned(),
     };
-    let route = gateway.route(authority(&request), request.uri().path());
+    let route = gateway.route(
+        authority(request.uri(), request.headers()),
+        request.uri().path(),
+    );
     let head = head_size(&request);
     let outcome = match route {
         _ if head > gateway.max_header_bytes => Err(GatewayError::HeaderTooLarge {
@@ -65,7 +68,9 @@ where
         }),
         Some(route) => serve(gateway, route, client, &ids, request).await,
         None => Err(GatewayError::NoRoute {
-            host: authority(&request).unwrap_or_default().to_string(),
+            host: authority(request.uri(), request.headers())
+                .unwrap_or_default()
+                .to_string(),
             path: request.uri().path().to_string(),
         }),
     };
@@ -296,7 +301,9 @@ fn facts(
         id: ids.request_id.clone(),
         method: parts.method.as_str().to_string(),
         scheme: if client.tls { "https" } else { "http" }.into(),
-        authority: authority_of(parts).unwrap_or_default().to_string(),
+        authority: authority(&parts.uri, &parts.headers)
+            .unwrap_or_default()
+            .to_string(),
         path_and_query: parts
             .uri
             .path_and_query()
@@ -314,22 +321,10 @@ fn facts(
 }
 
 /// The authority the client addressed: `:authority` (HTTP/2) or `Host` (HTTP/1.1).
-fn authority<B>(request: &Request<B>) -> Option<&str> {
-    request.uri().authority().map(|a| a.as_str()).or_else(|| {
-        request
-            .headers()
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-    })
-}
-
-fn authority_of(parts: &http::request::Parts) -> Option<&str> {
-    parts.uri.authority().map(|a| a.as_str()).or_else(|| {
-        parts
-            .headers
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-    })
+fn authority<'a>(uri: &'a http::Uri, headers: &'a HeaderMap) -> Option<&'a str> {
+    uri.authority()
+        .map(|a| a.as_str())
+        .or_else(|| headers.get(header::HOST).and_then(|h| h.to_str().ok()))
 }
 
 /// A plugin's deny or approval request, as the response the client gets.

@@ -44,15 +44,7 @@ pub enum UpstreamError {
     /// The URL is not usable.
     #[error("upstream {0:?} is not an absolute http(s) URL")]
     Url(String),
-    /// The CA bundle could not be read.
-    #[error("CA bundle {file}: {reason}")]
-    Ca {
-        /// The file.
-        file: String,
-        /// Why.
-        reason: String,
-    },
-    /// TLS could not be configured.
+    /// TLS could not be configured (CA bundle, system roots).
     #[error("TLS client: {0}")]
     Tls(String),
     /// The credential could not be loaded.
@@ -71,7 +63,9 @@ impl Upstream {
         else {
             return Err(UpstreamError::Url(route.upstream.clone()));
         };
-        let tls = tls_client_config(route.ca_file.as_deref().map(|f| base_dir.join(f)))?;
+        let ca_file = route.ca_file.as_ref().map(|f| base_dir.join(f));
+        let tls = tls_client_config(ca_file.as_deref(), scheme == http::uri::Scheme::HTTPS)
+            .map_err(UpstreamError::Tls)?;
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_connect_timeout(Some(route.connect_timeout));
@@ -145,8 +139,8 @@ fn is_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-/// The error and its causes on one line, for the log.
-fn describe(e: &(dyn std::error::Error + 'static)) -> String {
+/// An error and its causes, on one line, for the log.
+pub fn describe(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
     while let Some(err) = source {
@@ -157,39 +151,40 @@ fn describe(e: &(dyn std::error::Error + 'static)) -> String {
     out
 }
 
-fn tls_client_config(
-    ca_file: Option<std::path::PathBuf>,
-) -> Result<rustls::ClientConfig, UpstreamError> {
+/// A TLS client configuration trusting the PEM bundle `ca_file`, or else the system's roots
+/// (which must exist when `https`), built with an explicit aws-lc-rs provider: nothing
+/// process-wide. TLS 1.2 and 1.3.
+pub fn tls_client_config(
+    ca_file: Option<&Path>,
+    https: bool,
+) -> Result<rustls::ClientConfig, String> {
     let mut roots = rustls::RootCertStore::empty();
     match ca_file {
         Some(file) => {
-            let name = file.display().to_string();
-            let certs = read_certificates(&file).map_err(|reason| UpstreamError::Ca {
-                file: name.clone(),
-                reason,
-            })?;
+            let certs = read_certificates(file)
+                .map_err(|reason| format!("CA bundle {}: {reason}", file.display()))?;
             for cert in certs {
-                roots.add(cert).map_err(|e| UpstreamError::Ca {
-                    file: name.clone(),
-                    reason: e.to_string(),
-                })?;
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("CA bundle {}: {e}", file.display()))?;
             }
         }
         None => {
-            let native = rustls_native_certs::load_native_certs();
-            for cert in native.certs {
-                // A broken system certificate is skipped, as every TLS client does.
+            // A broken system certificate is skipped, as every TLS client does.
+            for cert in rustls_native_certs::load_native_certs().certs {
                 let _ = roots.add(cert);
+            }
+            if https && roots.is_empty() {
+                return Err("the system has no root certificates: install ca-certificates, or set a CA bundle".into());
             }
         }
     }
     let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| UpstreamError::Tls(e.to_string()))?
+        .map_err(|e| e.to_string())?
         .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(config)
+        .with_no_client_auth())
 }
 
 /// Read every certificate of a PEM file; an empty file is an error.

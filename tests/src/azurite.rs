@@ -296,3 +296,17 @@ fn answers_http(port: u16) -> bool {
     let mut head = [0u8; 9];
     stream.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.")
 }
+
+/// The bytes `blob_client.py` uploads for blob `name` (without its container): sha256 of
+/// `"{name}:{i}"` for i = 0, 1, …, concatenated and cut to `size`.
+pub fn blob_bytes(name: &str, size: usize) -> Vec<u8> {
+    use sha2::Digest;
+    let mut out = Vec::with_capacity(size + 32);
+    let mut i = 0u64;
+    while out.len() < size {
+        out.extend_from_slice(&sha2::Sha256::digest(format!("{name}:{i}")));
+        i += 1;
+    }
+    out.truncate(size);
+    out
+}

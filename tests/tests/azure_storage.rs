@@ -4,21 +4,13 @@
 //! as a normal service error. (That the same anonymous SDK calls straight to Azurite are
 //! refused is shown by the harness's own test, `azurite_sdk.rs`.)
 #![allow(clippy::unwrap_used)]
-use portcullis_tests::azurite::{ACCOUNT, Azurite, KEY, run_blob_client};
+use portcullis_tests::azurite::{ACCOUNT, Azurite, KEY, blob_bytes, run_blob_client};
 use portcullis_tests::gateway::TestGateway;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-/// The bytes blob_client.py uploads for blob `name` (see its docstring).
 fn blob_sha256(name: &str, size: usize) -> String {
-    let mut out = Vec::with_capacity(size + 32);
-    let mut i = 0u64;
-    while out.len() < size {
-        out.extend_from_slice(&Sha256::digest(format!("{name}:{i}")));
-        i += 1;
-    }
-    out.truncate(size);
-    hex::encode(Sha256::digest(&out))
+    hex::encode(Sha256::digest(blob_bytes(name, size)))
 }
 
 async fn gateway(azurite: &Azurite, plugins: &str) -> TestGateway {

@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 use std::time::Instant;
 
-use portcullis_tests::azurite::{ACCOUNT, Azurite, KEY, run_blob_client};
+use portcullis_tests::azurite::{ACCOUNT, Azurite, KEY, blob_bytes, run_blob_client};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
@@ -13,19 +13,6 @@ const CONTAINER: &str = "harness-self-test";
 const SMALL: usize = 1000;
 /// Just over 5 MiB: five full 1 MiB blocks and a one-byte sixth.
 const LARGE: usize = (5 << 20) + 1;
-
-/// The bytes blob_client.py uploads for blob `name`: sha256("{name}:{i}") for i = 0, 1, …,
-/// concatenated and cut to `size`.
-fn blob_bytes(name: &str, size: usize) -> Vec<u8> {
-    let mut out = Vec::with_capacity(size + 32);
-    let mut i = 0u64;
-    while out.len() < size {
-        out.extend_from_slice(&Sha256::digest(format!("{name}:{i}")));
-        i += 1;
-    }
-    out.truncate(size);
-    out
-}
 
 fn sha256_hex(data: &[u8]) -> String {
     hex::encode(Sha256::digest(data))
