@@ -59,6 +59,10 @@ async fn requests_are_forwarded_over_tls_with_http1_and_http2() {
         assert_eq!(s.method, "GET");
         assert_eq!(s.path_and_query, "/items/1?x=2");
         assert_eq!(s.headers["x-forwarded-for"], "127.0.0.1");
+        assert!(
+            !s.headers.contains_key("content-length"),
+            "a GET without a body gets no length"
+        );
         assert!(s.headers.contains_key("x-request-id"));
         let trace = s.headers["traceparent"].to_str().unwrap();
         assert!(trace.starts_with("00-") && trace.len() == 55, "{trace}");
