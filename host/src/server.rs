@@ -52,7 +52,10 @@ pub struct Running {
     admin_addr: Option<SocketAddr>,
     stop: watch::Sender<bool>,
     ready: Arc<AtomicBool>,
-    tasks: Vec<JoinHandle<()>>,
+    gateway: JoinHandle<()>,
+    /// The admin listener and its own stop: it keeps answering (`/readyz`: 503) while the
+    /// gateway drains, and stops last.
+    admin: Option<(JoinHandle<()>, watch::Sender<bool>)>,
 }
 
 impl Running {
@@ -66,12 +69,14 @@ impl Running {
         self.admin_addr
     }
 
-    /// Stop accepting, mark not ready, let in-flight requests finish within the configured
-    /// grace period, then close every connection.
+    /// Mark not ready, stop accepting, let in-flight requests finish within the configured
+    /// grace period, close every connection; the admin listener stops last.
     pub async fn shutdown(self) {
         self.ready.store(false, Ordering::SeqCst);
         let _ = self.stop.send(true);
-        for task in self.tasks {
+        let _ = self.gateway.await;
+        if let Some((task, stop)) = self.admin {
+            let _ = stop.send(true);
             let _ = task.await;
         }
     }
@@ -102,19 +107,21 @@ pub async fn start_with(config: &Config, gateway: Arc<Gateway>) -> Result<Runnin
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(header_limit).unwrap_or(u32::MAX));
-    let mut tasks = vec![tokio::spawn(accept(
+    let gateway = tokio::spawn(accept(
         listener,
         tls,
         Arc::new(builder),
         gateway,
-        stopped.clone(),
+        stopped,
         server.shutdown_grace,
-    ))];
-    let mut admin_addr = None;
+    ));
+    let (mut admin_addr, mut admin_task) = (None, None);
     if let Some(admin) = server.admin_listen {
         let listener = bind(admin).await?;
         admin_addr = Some(local_addr(&listener, admin)?);
-        tasks.push(tokio::spawn(serve_admin(listener, ready.clone(), stopped)));
+        let (admin_stop, admin_stopped) = watch::channel(false);
+        let task = tokio::spawn(serve_admin(listener, ready.clone(), admin_stopped));
+        admin_task = Some((task, admin_stop));
     }
     tracing::info!(%addr, tls = server.tls.is_some() && !server.plaintext, admin = ?admin_addr, "gateway listening");
     Ok(Running {
@@ -122,7 +129,8 @@ pub async fn start_with(config: &Config, gateway: Arc<Gateway>) -> Result<Runnin
         admin_addr,
         stop,
         ready,
-        tasks,
+        gateway,
+        admin: admin_task,
     })
 }
 

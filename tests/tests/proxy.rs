@@ -348,16 +348,19 @@ async fn health_and_readiness_are_served_on_the_admin_listener() {
     let gw = TestGateway::start(&route(&upstream.url(), ""), |_| {}).await;
     let admin = gw.running.admin_addr().unwrap();
     for path in ["/healthz", "/readyz"] {
-        let mut tcp = tokio::net::TcpStream::connect(admin).await.unwrap();
-        tcp.write_all(
-            format!("GET {path} HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n").as_bytes(),
-        )
-        .await
-        .unwrap();
-        let mut out = String::new();
-        tcp.read_to_string(&mut out).await.unwrap();
+        let out = admin_get(admin, path).await;
         assert!(out.starts_with("HTTP/1.1 200"), "{path}: {out}");
     }
+}
+
+/// `GET path` on the admin listener (plain HTTP/1.1), the whole answer as text.
+async fn admin_get(admin: std::net::SocketAddr, path: &str) -> String {
+    let mut tcp = tokio::net::TcpStream::connect(admin).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n");
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    tcp.read_to_string(&mut out).await.unwrap();
+    out
 }
 
 #[tokio::test]
@@ -378,8 +381,22 @@ async fn shutdown_drains_in_flight_requests_and_stops_accepting() {
         }
     })
     .await;
+    let admin = gw.running.admin_addr().unwrap();
     let TestGateway { running, dir, .. } = gw;
-    running.shutdown().await;
+    let draining = tokio::spawn(running.shutdown());
+    // While it drains, the admin listener still answers, and says not ready.
+    let readyz = portcullis_tests::within(Duration::from_secs(5), async {
+        loop {
+            let status = admin_get(admin, "/readyz").await;
+            if !status.starts_with("HTTP/1.1 200") {
+                break status;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(readyz.starts_with("HTTP/1.1 503"), "{readyz}");
+    draining.await.unwrap();
     let answer = in_flight.await.unwrap();
     assert_eq!(answer.status, 200, "the in-flight request finished");
     assert_eq!(answer.json(), serde_json::json!({"slow": true}));
