@@ -186,14 +186,8 @@ where
     let raw = match buffer(body, limit).await {
         Ok(Buffered::Complete(bytes)) => bytes,
         Ok(Buffered::Over { prefix, rest }) if route.unmasked_passthrough => {
-            tracing::warn!(
-                request_id = %ids.request_id,
-                route = %route.name,
-                limit,
-                "response body over the inspection limit passed through unmasked (route allows it)"
-            );
             parts.headers = Arc::unwrap_or_clone(headers);
-            return Ok(Response::from_parts(parts, chain_body(prefix, rest)));
+            return Ok(unmasked(route, ids, limit, parts, chain_body(prefix, rest)));
         }
         Ok(Buffered::Over { .. }) => return Err(GatewayError::ResponseBodyTooLarge { limit }),
         Err(e) => return Err(GatewayError::Upstream(format!("response body: {e}"))),
@@ -202,14 +196,8 @@ where
     let plain = match codec::decode(encoding, &raw, limit as usize) {
         Ok(plain) => plain,
         Err(CodecError::TooLarge { .. }) if route.unmasked_passthrough => {
-            tracing::warn!(
-                request_id = %ids.request_id,
-                route = %route.name,
-                limit,
-                "decoded response body over the inspection limit passed through unmasked (route allows it)"
-            );
             parts.headers = Arc::unwrap_or_clone(headers);
-            return Ok(Response::from_parts(parts, full(raw)));
+            return Ok(unmasked(route, ids, limit, parts, full(raw)));
         }
         Err(CodecError::TooLarge { .. }) => {
             return Err(GatewayError::ResponseBodyTooLarge { limit });
@@ -234,6 +222,24 @@ where
         encoding,
     )?;
     Ok(Response::from_parts(parts, full(body)))
+}
+
+/// A response over the inspection limit, sent uninspected because the route allows it; logged,
+/// since plugins that asked for the body never saw it.
+fn unmasked(
+    route: &Route,
+    ids: &Ids,
+    limit: u64,
+    parts: http::response::Parts,
+    body: Body,
+) -> Response<Body> {
+    tracing::warn!(
+        request_id = %ids.request_id,
+        route = %route.name,
+        limit,
+        "response body over the inspection limit passed through unmasked (route allows it)"
+    );
+    Response::from_parts(parts, body)
 }
 
 /// Execute the response's mask plans natively. An unchanged body goes out byte for byte; a
@@ -290,7 +296,10 @@ fn head_size<B>(request: &Request<B>) -> u64 {
         .iter()
         .map(|(n, v)| n.as_str().len() + v.len() + 4)
         .sum();
-    (request.uri().to_string().len() + headers) as u64
+    let uri = request.uri();
+    let target = uri.authority().map_or(0, |a| a.as_str().len())
+        + uri.path_and_query().map_or(1, |p| p.as_str().len());
+    (target + headers) as u64
 }
 
 /// What every hook learns about the request.
