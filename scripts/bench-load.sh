@@ -5,6 +5,8 @@
 #   direct        wrk -> upstream
 #   bare proxy    wrk -> tests/src/bin/bare_proxy.rs -> upstream (the baseline)
 #   portcullis N  wrk -> portcullis serve, route with N plugins (0, 1, 3 fresh; 3 reuse) -> upstream
+#   portcullis 0, authenticated   the 0-plugin route requiring a bearer token (RS256, verified
+#                 against tests/src/bin/dev_idp.rs on loopback; one token reused, as an agent does)
 # each at CONNECTIONS connections (throughput) and at 1 connection (latency), in ROUNDS
 # interleaved rounds (the order rotates every round), and prints a markdown table of the
 # medians: req/s, req/s ratio to the bare proxy, p50 at 1 connection, p50 added over direct.
@@ -15,7 +17,7 @@
 #
 # Environment: DURATION (10s per wrk run), WARMUP (2s per target, discarded), ROUNDS (3),
 # CONNECTIONS (64), THREADS (2, wrk threads for the CONNECTIONS runs), BASE_PORT (18400: the
-# gateways listen on BASE_PORT..+3), SKIP_BUILD=1 (use what is already built),
+# gateways listen on BASE_PORT..+4, the identity provider on BASE_PORT+5), SKIP_BUILD=1 (use what is already built),
 # CARGO_TARGET_DIR (where the binaries are; default target/), PLUGIN_DIR (the built plugins;
 # default target/plugins, where scripts/build-plugins.sh puts them).
 #
@@ -114,7 +116,7 @@ fi
 # Copies, so a concurrent build in a shared target directory cannot swap a binary mid-run.
 mkdir -p "$work/bin"
 bins=(bench_upstream bare_proxy)
-[[ $only_baseline -eq 1 ]] || bins+=(portcullis)
+[[ $only_baseline -eq 1 ]] || bins+=(portcullis dev_idp)
 for b in "${bins[@]}"; do
     [[ -x "$target_dir/release/$b" ]] || die "$target_dir/release/$b is missing (build it, or unset SKIP_BUILD)"
     cp "$target_dir/release/$b" "$work/bin/$b"
@@ -156,10 +158,13 @@ start_announcing() {
 
 port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
+# Extra request header per target (the authenticated one sends its token).
+declare -A header
+
 # check NAME URL: one request must come back 200 with the upstream's body.
 check() {
     local body
-    body="$(curl -fsS --max-time 5 "$2/")" || die "$1 ($2) does not answer 200"
+    body="$(curl -fsS --max-time 5 -H "${header[$1]:-x-bench: 1}" "$2/")" || die "$1 ($2) does not answer 200"
     [[ "$body" == *'"service":"bench-upstream"'* ]] || die "$1 ($2) answered a body that is not the upstream's: $body"
 }
 
@@ -190,7 +195,7 @@ if [[ $only_baseline -eq 0 ]]; then
                 printf '[plugin.config]\nblocked_methods = ["DELETE"]\npaths = ["/admin/**"]\n'
             fi
         done
-        printf '\n[[route]]\nname = "bench"\nupstream = "%s"\nplugins = [%s]\n' "$upstream_url" "$list"
+        printf '\n[[route]]\nname = "bench"\nauthentication = "none"\nupstream = "%s"\nplugins = [%s]\n' "$upstream_url" "$list"
     }
     i=0
     # 0, 1 and 3 plugins in fresh mode; 3r: the same 3 in reuse mode (the engine's best case,
@@ -214,6 +219,34 @@ if [[ $only_baseline -eq 0 ]]; then
         names+=("pc$n")
         url[pc$n]="http://127.0.0.1:$port"
     done
+
+    # The 0-plugin route again, requiring a verified token from a local identity provider.
+    idp_port=$((BASE_PORT + 5))
+    port=$((BASE_PORT + 4))
+    port_in_use "$idp_port" && die "port $idp_port is in use: set BASE_PORT"
+    port_in_use "$port" && die "port $port is in use: set BASE_PORT"
+    start dev_idp "$work/bin/dev_idp" "$idp_port" "$work/idp"
+    for _ in $(seq 100); do
+        [[ -s "$work/idp/agent.jwt" ]] && break
+        sleep 0.1
+    done
+    [[ -s "$work/idp/agent.jwt" ]] || die "dev_idp wrote no token: $(tail -n5 "$work/dev_idp.err")"
+    {
+        gateway_config "$port" fresh | sed '/^authentication = "none"$/d'
+        printf '[[route.access]]\nname = "agents"\nroles = ["agent"]\n'
+        printf '\n[[identity_provider]]\nname = "dev"\nissuer = "http://localhost:%s"\n' "$idp_port"
+        printf 'audiences = ["api://portcullis-example"]\n'
+    } >"$work/portcullis-0a.toml"
+    start "portcullis-0a" "$work/bin/portcullis" serve --config "$work/portcullis-0a.toml"
+    header[pc0a]="Authorization: Bearer $(cat "$work/idp/agent.jwt")"
+    for _ in $(seq 600); do
+        curl -fsS --max-time 1 -o /dev/null -H "${header[pc0a]}" "http://127.0.0.1:$port/" 2>/dev/null && break
+        kill -0 "$pid" 2>/dev/null \
+            || die "portcullis with authentication exited: $(tail -n5 "$work/portcullis-0a.err")"
+        sleep 0.1
+    done
+    names+=(pc0a)
+    url[pc0a]="http://127.0.0.1:$port"
 fi
 
 for name in "${names[@]}"; do
@@ -240,11 +273,12 @@ results="$work/results.tsv" # round target load rps p50 p99
 # measure ROUND NAME LOAD: one wrk run; LOAD is "many" (CONNECTIONS) or "one" (1 connection).
 measure() {
     local round=$1 name=$2 load=$3 duration=${4:-$DURATION} out line
+    local h="${header[$name]:-x-bench: 1}"
     if [[ $load == many ]]; then
-        out="$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$duration" --timeout 2s \
+        out="$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$duration" --timeout 2s -H "$h" \
             -s "$work/report.lua" "${url[$name]}/" 2>&1)" || die "wrk against $name failed: $out"
     else
-        out="$(wrk -t1 -c1 -d"$duration" --latency --timeout 2s \
+        out="$(wrk -t1 -c1 -d"$duration" --latency --timeout 2s -H "$h" \
             -s "$work/report.lua" "${url[$name]}/" 2>&1)" || die "wrk against $name failed: $out"
     fi
     line="$(grep '^RESULT ' <<<"$out")" || die "no result from wrk against $name: $out"
@@ -288,13 +322,14 @@ function median(list,    a, n, i, j, t) {
 }
 { if ($3 == "many") rps[$1, $2] = $4; else p50[$1, $2] = $5 }
 END {
-    split("direct bare pc0 pc1 pc3 pc3r", order, " ")
+    split("direct bare pc0 pc0a pc1 pc3 pc3r", order, " ")
     label["direct"] = "direct to upstream"; label["bare"] = "bare hyper proxy (baseline)"
     label["pc0"] = "Portcullis, 0 plugins"; label["pc1"] = "Portcullis, 1 plugin"
     label["pc3"] = "Portcullis, 3 plugins"; label["pc3r"] = "Portcullis, 3 plugins, reuse"
+    label["pc0a"] = "Portcullis, 0 plugins, token verified"
     printf "| target | req/s @%d | ratio vs bare proxy | p50 @1 | added p50 vs direct |\n", conns
     print "|---|---|---|---|---|"
-    for (k = 1; k <= 6; k++) {
+    for (k = 1; k <= 7; k++) {
         n = order[k]
         if (!((1, n) in rps)) continue
         r = ""; ra = ""; p = ""; pa = ""
@@ -314,7 +349,7 @@ END {
             (added["pc3"] <= 50 ? "met" : "NOT met")
     }
     print "\nPer round (req/s @" conns " / p50 µs @1):"
-    for (k = 1; k <= 6; k++) {
+    for (k = 1; k <= 7; k++) {
         n = order[k]
         if (!((1, n) in rps)) continue
         line = sprintf("  %-30s", label[n])

@@ -34,6 +34,7 @@ plaintext = true
 name = "allow-all"
 file = "allow-all.wasm"
 [[route]]
+authentication = "none"
 name = "stream"
 upstream = "http://127.0.0.1:$up"
 plugins = ["allow-all"]

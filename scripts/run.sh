@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# The main job: build the gateway and the plugins, start a small example upstream, and run the
-# gateway on the example configuration (examples/portcullis.toml) in the foreground. Before it
-# settles, it shows one allowed and one denied request going through. Ctrl-C stops everything.
+# The main job: build the gateway and the plugins, start a small example upstream and a
+# development identity provider, and run the gateway on the example configuration
+# (examples/portcullis.toml) in the foreground. Before it settles, it shows requests without a
+# token, with an agent's token (allowed, and denied by a plugin) and with an auditor's token
+# (read-only) going through. Ctrl-C stops everything.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ./scripts/setup.sh
 ./scripts/build-plugins.sh
-cargo build --release -p portcullis
+cargo build --release -p portcullis -p portcullis-tests --bin portcullis --bin dev_idp
 target/release/portcullis check --config examples/portcullis.toml
 
 pids=()
@@ -20,6 +22,17 @@ for _ in $(seq 100); do
     curl -fsS -o /dev/null http://127.0.0.1:8081/hello.json 2>/dev/null && break
     sleep 0.1
 done
+# The development identity provider: discovery + JWKS on 127.0.0.1:8082, tokens written to
+# target/dev-idp/{agent,auditor}.jwt.
+rm -rf target/dev-idp
+target/release/dev_idp 8082 target/dev-idp &
+pids+=($!)
+for _ in $(seq 100); do
+    [[ -s target/dev-idp/auditor.jwt ]] && break
+    sleep 0.1
+done
+agent="$(cat target/dev-idp/agent.jwt)"
+auditor="$(cat target/dev-idp/auditor.jwt)"
 RUST_LOG="${RUST_LOG:-portcullis=info}" target/release/portcullis serve --config examples/portcullis.toml &
 pids+=($!)
 
@@ -33,12 +46,19 @@ if [[ -z "$ready" ]]; then
     exit 1
 fi
 echo
-echo "== GET /hello.json (allowed, forwarded to the example upstream):"
+echo "== GET /hello.json without a token (401: every route needs a verified identity):"
 curl -sS -i http://127.0.0.1:8080/hello.json
 echo
-echo "== DELETE /admin/users/7 (denied by plugin-template; never reaches the upstream):"
-curl -sS -i -X DELETE http://127.0.0.1:8080/admin/users/7
+echo "== GET /hello.json as an agent (allowed, forwarded to the example upstream):"
+curl -sS -i -H "authorization: Bearer $agent" http://127.0.0.1:8080/hello.json
+echo
+echo "== DELETE /admin/users/7 as an agent (denied by plugin-template; never reaches the upstream):"
+curl -sS -i -X DELETE -H "authorization: Bearer $agent" http://127.0.0.1:8080/admin/users/7
+echo
+echo "== PUT /hello.json as an auditor (denied: auditors get the read-only plugin configuration):"
+curl -sS -i -X PUT -H "authorization: Bearer $auditor" http://127.0.0.1:8080/hello.json
 echo
 echo
 echo "Portcullis is serving http://127.0.0.1:8080 (admin: http://127.0.0.1:9090/readyz). Ctrl-C stops it."
-wait "${pids[1]}"
+echo "Tokens for curl: target/dev-idp/agent.jwt and target/dev-idp/auditor.jwt (valid 12 h)."
+wait "${pids[2]}"

@@ -28,6 +28,7 @@ fn plugin_file(name: &str) -> PathBuf {
 
 fn spec(name: &str, instance: InstanceMode, config: serde_json::Value) -> PluginSpec {
     PluginSpec {
+        alias: None,
         name: name.into(),
         file: plugin_file(name),
         config,

@@ -101,6 +101,9 @@ pub async fn check(path: &Path) -> Report {
                         InstanceMode::Reuse { calls } => format!("reuse({calls})"),
                     },
                 ));
+                if let (Some(alias), Some(line)) = (&spec.alias, report.loaded.last_mut()) {
+                    line.push_str(&format!(" alias:{alias}"));
+                }
             }
             Err(e) => report.problems.push(format!("plugin[{i}]: {e}")),
         }
@@ -109,23 +112,49 @@ pub async fn check(path: &Path) -> Report {
     for (i, route) in config.routes.iter().enumerate() {
         match crate::upstream::Upstream::build(route, &config.base_dir) {
             Ok(_) => report.routes.push(format!(
-                "{} ({}) {}{} -> {} plugins:[{}]",
+                "{} ({}) {}{} -> {} plugins:[{}] {}",
                 route.name,
                 kind(route.kind),
                 route.host.as_deref().unwrap_or("*"),
                 route.path_prefix,
                 route.upstream,
-                route.plugins.join(",")
+                route.plugins.join(","),
+                access(route),
             )),
             Err(e) => report
                 .problems
                 .push(format!("route[{i}] ({}): {e}", route.name)),
         }
     }
+    // Identity providers: URLs and CA bundles are checked; keys are fetched by `serve`.
+    if let Err(e) = crate::auth::Identity::new(&config) {
+        report.problems.push(e);
+    }
     if let Err(e) = crate::server::tls_acceptor(&config) {
         report.problems.push(format!("server.tls: {e}"));
     }
     report
+}
+
+/// Who may use a route: `authentication:none`, or the providers and each access rule with
+/// its plugins.
+fn access(route: &crate::config::RouteConfig) -> String {
+    if route.authentication == crate::config::Authentication::None {
+        return "authentication:none".into();
+    }
+    let providers = match route.identity_providers.is_empty() {
+        true => "*".to_string(),
+        false => route.identity_providers.join(","),
+    };
+    let rules: Vec<String> = route
+        .access
+        .iter()
+        .map(|a| {
+            let plugins = a.plugins.as_ref().unwrap_or(&route.plugins).join(",");
+            format!("{}->[{plugins}]", a.name)
+        })
+        .collect();
+    format!("identity:[{providers}] access:[{}]", rules.join(" "))
 }
 
 fn kind(kind: crate::config::RouteKind) -> &'static str {

@@ -26,6 +26,9 @@ pub struct Config {
     /// Listeners, TLS and shutdown.
     #[serde(default)]
     pub server: ServerConfig,
+    /// The identity providers whose tokens the gateway accepts, `[[identity_provider]]` tables.
+    #[serde(default, rename = "identity_provider")]
+    pub identity_providers: Vec<IdentityProviderConfig>,
     /// The routes, `[[route]]` tables, tried in order; the first match serves the request.
     #[serde(default, rename = "route")]
     pub routes: Vec<RouteConfig>,
@@ -169,7 +172,163 @@ pub struct RouteConfig {
     /// The credential the gateway presents upstream.
     #[serde(default)]
     pub credential: CredentialConfig,
+    /// `required` (default): every request carries a verified token and is admitted by an
+    /// `[[route.access]]` rule; `none`: reachable without a token, said explicitly.
+    #[serde(default)]
+    pub authentication: Authentication,
+    /// The identity providers whose tokens this route accepts; empty: all of them.
+    #[serde(default)]
+    pub identity_providers: Vec<String>,
+    /// Who may use the route, and with which plugins: the first rule matching the caller
+    /// decides; no rule matches: 403.
+    #[serde(default)]
+    pub access: Vec<AccessConfig>,
 }
+
+/// `authentication = "required" | "none"`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Authentication {
+    /// A verified token from one of the route's identity providers.
+    #[default]
+    Required,
+    /// No token needed: the route is open to anyone who can reach the gateway.
+    None,
+}
+
+/// `[[route.access]]`: which identities a rule admits, and the plugins their traffic goes
+/// through. Within a list any value matches; across lists all must match.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessConfig {
+    /// Names the rule in logs and errors.
+    pub name: String,
+    /// Identity providers (by name) whose callers match.
+    #[serde(default)]
+    pub identity_providers: Vec<String>,
+    /// Subjects (the provider's `subject_claim`).
+    #[serde(default)]
+    pub subjects: Vec<String>,
+    /// Tenants (`tid`).
+    #[serde(default)]
+    pub tenants: Vec<String>,
+    /// Client applications (`azp` or `appid`).
+    #[serde(default)]
+    pub app_ids: Vec<String>,
+    /// App roles (`roles`).
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// Group ids (`groups`). Never matches a token whose groups were elided (group overage).
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// Delegated scopes (`scp`).
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// The plugins for this rule's callers, in order; unset: the route's `plugins`.
+    #[serde(default)]
+    pub plugins: Option<Vec<String>>,
+}
+
+impl AccessConfig {
+    /// Does the rule name no condition at all?
+    pub fn is_unconditional(&self) -> bool {
+        [
+            &self.identity_providers,
+            &self.subjects,
+            &self.tenants,
+            &self.app_ids,
+            &self.roles,
+            &self.groups,
+            &self.scopes,
+        ]
+        .iter()
+        .all(|l| l.is_empty())
+    }
+}
+
+/// `[[identity_provider]]`: an OIDC issuer (Entra ID or any other) whose access tokens the
+/// gateway verifies against the issuer's published keys.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityProviderConfig {
+    /// Unique name; routes and access rules refer to it.
+    pub name: String,
+    /// The exact `iss` of its tokens. `{tenantid}` stands for the token's `tid` (Entra ID
+    /// multi-tenant), which must then be in `tenants`.
+    pub issuer: String,
+    /// Accepted `aud` values; a token must carry one of them.
+    pub audiences: Vec<String>,
+    /// The OIDC discovery document; unset: `{issuer}/.well-known/openid-configuration`.
+    #[serde(default)]
+    pub discovery_url: Option<String>,
+    /// The JWKS, instead of discovery.
+    #[serde(default)]
+    pub jwks_uri: Option<String>,
+    /// Accepted signature algorithms: RS256/384/512, PS256/384/512, ES256/384, EdDSA.
+    #[serde(default = "default_algorithms")]
+    pub algorithms: Vec<String>,
+    /// Tolerance for `exp` and `nbf`.
+    #[serde(default = "default_clock_skew", with = "humantime_serde")]
+    pub clock_skew: Duration,
+    /// Claims every token must carry (besides `iss`, `aud`, `exp` and the subject).
+    #[serde(default)]
+    pub required_claims: Vec<String>,
+    /// Tenants (`tid`) accepted; empty: any (only for an issuer without `{tenantid}`).
+    #[serde(default)]
+    pub tenants: Vec<String>,
+    /// The claim naming the caller: `sub` (default) or, for Entra ID, `oid`.
+    #[serde(default = "default_subject_claim")]
+    pub subject_claim: String,
+    /// Extra claims handed to plugins and the audit log (as text).
+    #[serde(default)]
+    pub claims: Vec<String>,
+    /// PEM CA bundle for an https issuer instead of the system roots.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// How often the keys are fetched again.
+    #[serde(default = "default_refresh_interval", with = "humantime_serde")]
+    pub refresh_interval: Duration,
+    /// The least time between two fetches triggered by unknown `kid`s (a flood of made-up
+    /// `kid`s costs the IdP one fetch per interval).
+    #[serde(default = "default_refresh_min_interval", with = "humantime_serde")]
+    pub refresh_min_interval: Duration,
+    /// Larger tokens are refused before any parsing or cryptography.
+    #[serde(default = "default_max_token_bytes")]
+    pub max_token_bytes: ByteSize,
+}
+
+fn default_algorithms() -> Vec<String> {
+    vec!["RS256".into()]
+}
+
+fn default_clock_skew() -> Duration {
+    Duration::from_secs(60)
+}
+
+fn default_subject_claim() -> String {
+    "sub".into()
+}
+
+fn default_refresh_interval() -> Duration {
+    Duration::from_secs(3600)
+}
+
+fn default_refresh_min_interval() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn default_max_token_bytes() -> ByteSize {
+    ByteSize::kib(16)
+}
+
+/// Signature algorithms a provider may accept: asymmetric only. `none` and the HMAC family
+/// are never accepted (an HMAC "secret" would be a public key anyone can fetch).
+pub const TOKEN_ALGORITHMS: [&str; 9] = [
+    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA",
+];
+
+/// The placeholder for the token's tenant in a multi-tenant issuer.
+pub const TENANT_PLACEHOLDER: &str = "{tenantid}";
 
 fn default_path_prefix() -> String {
     "/".into()
@@ -244,8 +403,13 @@ pub enum CredentialConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PluginConfig {
-    /// The name the plugin declares; routes refer to it by this name.
+    /// The name the plugin declares; routes refer to it by this name unless `alias` is set.
     pub name: String,
+    /// The name routes and access rules use for this plugin with this configuration, so one
+    /// plugin can be loaded several times with different configurations (e.g. one per
+    /// identity: masking everything for agents, less for auditors).
+    #[serde(default)]
+    pub alias: Option<String>,
     /// Component file, relative to `plugin_dir`.
     pub file: PathBuf,
     /// Deadline for one hook call, e.g. `"50ms"`.
@@ -316,6 +480,28 @@ fn check_upstream(url: &str) -> Result<(), String> {
         return Err(format!("{url:?} must not have a query or fragment"));
     }
     Ok(())
+}
+
+/// An identity provider's URL: absolute https (http only for local testing), no user
+/// information, no fragment.
+fn check_idp_url(url: &str) -> Result<(), String> {
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+    match uri.scheme_str() {
+        Some("http" | "https") => {}
+        _ => {
+            return Err(format!(
+                "{url:?} must start with https:// (or http:// for local testing)"
+            ));
+        }
+    }
+    match uri.authority() {
+        None => Err(format!("{url:?} has no host")),
+        Some(a) if a.as_str().contains('@') => Err("must not contain user information".into()),
+        Some(_) if url.contains('#') => Err(format!("{url:?} must not have a fragment")),
+        Some(_) => Ok(()),
+    }
 }
 
 /// The longest deadline a plugin may have: a guest must never hold a request for long
@@ -413,8 +599,13 @@ impl Config {
         let mut names = HashSet::new();
         for (i, p) in self.plugins.iter().enumerate() {
             let key = |field: &str| format!("plugin[{i}].{field}");
-            if !names.insert(p.name.as_str()) {
-                problem(key("name"), format!("{:?} is loaded twice", p.name));
+            let known_as = p.alias.as_deref().unwrap_or(&p.name);
+            if !names.insert(known_as) {
+                let field = if p.alias.is_some() { "alias" } else { "name" };
+                problem(
+                    key(field),
+                    format!("{known_as:?} is loaded twice (give each configuration an alias)"),
+                );
             }
             let file = dir.join(&p.file);
             if !file.is_file() {
@@ -443,8 +634,181 @@ impl Config {
             }
         }
         self.validate_server(&mut problem);
+        self.validate_identity_providers(&mut problem);
         self.validate_routes(&mut problem);
         problems
+    }
+
+    fn validate_identity_providers(&self, problem: &mut impl FnMut(String, String)) {
+        let mut names = HashSet::new();
+        for (i, p) in self.identity_providers.iter().enumerate() {
+            let key = |field: &str| format!("identity_provider[{i}].{field}");
+            if p.name.is_empty() || !names.insert(p.name.as_str()) {
+                problem(key("name"), format!("{:?} is empty or used twice", p.name));
+            }
+            let templated = p.issuer.contains(TENANT_PLACEHOLDER);
+            if let Err(reason) = check_idp_url(&p.issuer.replace(TENANT_PLACEHOLDER, "t")) {
+                problem(key("issuer"), reason);
+            }
+            if templated && p.tenants.is_empty() {
+                problem(
+                    key("tenants"),
+                    format!(
+                        "must list the accepted tenants when the issuer has {TENANT_PLACEHOLDER}"
+                    ),
+                );
+            }
+            if templated && p.discovery_url.is_none() && p.jwks_uri.is_none() {
+                problem(
+                    key("discovery_url"),
+                    format!(
+                        "is required when the issuer has {TENANT_PLACEHOLDER} (or set jwks_uri)"
+                    ),
+                );
+            }
+            match (&p.discovery_url, &p.jwks_uri) {
+                (Some(_), Some(_)) => problem(
+                    key("jwks_uri"),
+                    "set either discovery_url or jwks_uri, not both".into(),
+                ),
+                (Some(url), None) => {
+                    if let Err(reason) = check_idp_url(url) {
+                        problem(key("discovery_url"), reason);
+                    }
+                }
+                (None, Some(url)) => {
+                    if let Err(reason) = check_idp_url(url) {
+                        problem(key("jwks_uri"), reason);
+                    }
+                }
+                (None, None) => {}
+            }
+            if p.audiences.is_empty() || p.audiences.iter().any(String::is_empty) {
+                problem(
+                    key("audiences"),
+                    "must list at least one non-empty audience".into(),
+                );
+            }
+            if p.algorithms.is_empty() {
+                problem(key("algorithms"), "must list at least one algorithm".into());
+            }
+            for (j, alg) in p.algorithms.iter().enumerate() {
+                if !TOKEN_ALGORITHMS.contains(&alg.as_str()) {
+                    problem(
+                        format!("identity_provider[{i}].algorithms[{j}]"),
+                        format!(
+                            "{alg:?} is not accepted; use one of {} (asymmetric only: never none or HS*)",
+                            TOKEN_ALGORITHMS.join(", ")
+                        ),
+                    );
+                }
+            }
+            if p.clock_skew > Duration::from_secs(300) {
+                problem(key("clock_skew"), "must be at most 5m".into());
+            }
+            if p.subject_claim.is_empty() {
+                problem(key("subject_claim"), "must not be empty".into());
+            }
+            if p.refresh_interval < Duration::from_secs(1) {
+                problem(key("refresh_interval"), "must be at least 1s".into());
+            }
+            if p.max_token_bytes < ByteSize::kib(1) || p.max_token_bytes > ByteSize::kib(64) {
+                problem(
+                    key("max_token_bytes"),
+                    "must be between 1KiB and 64KiB".into(),
+                );
+            }
+            if let Some(ca) = &p.ca_file {
+                let ca = self.path(ca);
+                if !ca.is_file() {
+                    problem(key("ca_file"), format!("{} does not exist", ca.display()));
+                }
+            }
+        }
+    }
+
+    fn validate_access(
+        &self,
+        i: usize,
+        r: &RouteConfig,
+        plugins: &HashSet<&str>,
+        problem: &mut impl FnMut(String, String),
+    ) {
+        let providers: HashSet<&str> = self
+            .identity_providers
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect();
+        let mut provider_names = |key: String, names: &[String]| {
+            for (j, name) in names.iter().enumerate() {
+                if !providers.contains(name.as_str()) {
+                    problem(
+                        format!("{key}[{j}]"),
+                        format!("no [[identity_provider]] is named {name:?}"),
+                    );
+                }
+            }
+        };
+        provider_names(
+            format!("route[{i}].identity_providers"),
+            &r.identity_providers,
+        );
+        for (k, rule) in r.access.iter().enumerate() {
+            provider_names(
+                format!("route[{i}].access[{k}].identity_providers"),
+                &rule.identity_providers,
+            );
+        }
+        match r.authentication {
+            Authentication::None => {
+                if !r.access.is_empty() || !r.identity_providers.is_empty() {
+                    problem(
+                        format!("route[{i}].authentication"),
+                        "is \"none\": the route cannot have access rules or identity providers"
+                            .into(),
+                    );
+                }
+            }
+            Authentication::Required => {
+                if self.identity_providers.is_empty() {
+                    problem(
+                        format!("route[{i}].authentication"),
+                        "requires a verified token, but no [[identity_provider]] is configured \
+                         (configure one, or set authentication = \"none\" to open the route)"
+                            .into(),
+                    );
+                }
+                if r.access.is_empty() {
+                    problem(
+                        format!("route[{i}].access"),
+                        "no rule admits anyone: add a [[route.access]] rule, or set \
+                         authentication = \"none\" to open the route"
+                            .into(),
+                    );
+                }
+            }
+        }
+        for (k, rule) in r.access.iter().enumerate() {
+            let key = |field: &str| format!("route[{i}].access[{k}].{field}");
+            if rule.name.is_empty() {
+                problem(key("name"), "must not be empty".into());
+            }
+            if rule.is_unconditional() {
+                problem(
+                    key("name"),
+                    "names no condition; to admit every caller of a provider, list it in identity_providers"
+                        .into(),
+                );
+            }
+            for (j, name) in rule.plugins.iter().flatten().enumerate() {
+                if !plugins.contains(name.as_str()) {
+                    problem(
+                        format!("route[{i}].access[{k}].plugins[{j}]"),
+                        format!("no [[plugin]] is named {name:?}"),
+                    );
+                }
+            }
+        }
     }
 
     fn validate_server(&self, problem: &mut impl FnMut(String, String)) {
@@ -489,7 +853,11 @@ impl Config {
     }
 
     fn validate_routes(&self, problem: &mut impl FnMut(String, String)) {
-        let plugins: HashSet<&str> = self.plugins.iter().map(|p| p.name.as_str()).collect();
+        let plugins: HashSet<&str> = self
+            .plugins
+            .iter()
+            .map(|p| p.alias.as_deref().unwrap_or(&p.name))
+            .collect();
         let mut names = HashSet::new();
         for (i, r) in self.routes.iter().enumerate() {
             let key = |field: &str| format!("route[{i}].{field}");
@@ -534,6 +902,7 @@ impl Config {
                     problem(key("ca_file"), format!("{} does not exist", ca.display()));
                 }
             }
+            self.validate_access(i, r, &plugins, problem);
             let mut file = |field: &str, f: &PathBuf| {
                 let f = self.path(f);
                 if !f.is_file() {
@@ -591,6 +960,7 @@ impl Config {
             .iter()
             .map(|p| PluginSpec {
                 name: p.name.clone(),
+                alias: p.alias.clone(),
                 file: dir.join(&p.file),
                 config: serde_json::to_value(&p.config).unwrap_or(serde_json::Value::Null),
                 settings: PluginSettings {
@@ -669,6 +1039,7 @@ mod tests {
             name = "a"
             file = "a.wasm"
             [[route]]
+            authentication = "none"
             name = "r"
             path_prefix = "api"
             upstream = "ftp://example"
@@ -676,9 +1047,11 @@ mod tests {
             path_style = true
             credential = { type = "azure-shared-key", account = "x", key_file = "nokey" }
             [[route]]
+            authentication = "none"
             name = "r"
             upstream = "http://127.0.0.1:1/base?x=1"
             [[route]]
+            authentication = "none"
             name = "s"
             upstream = "https://user:hunter2@example.com"
         "#;
@@ -704,6 +1077,115 @@ mod tests {
             !problems.iter().any(|p| p.message.contains("hunter2")),
             "{problems:?}"
         );
+    }
+
+    #[test]
+    fn routes_need_identity_and_access_rules_unless_explicitly_open() {
+        let dir = dir_with(&["a.wasm"]);
+        let text = r#"
+            plugin_dir = "plugins"
+            server = { plaintext = true }
+            [[route]]
+            name = "default-deny"
+            upstream = "http://127.0.0.1:1"
+            [[route]]
+            name = "open"
+            upstream = "http://127.0.0.1:1"
+            authentication = "none"
+        "#;
+        let Err(ConfigError::Invalid(problems)) = Config::parse(text, dir.path()) else {
+            panic!("expected problems");
+        };
+        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(keys, ["route[0].authentication", "route[0].access"]);
+    }
+
+    #[test]
+    fn identity_problems_are_reported_with_their_keys() {
+        let dir = dir_with(&["a.wasm"]);
+        let text = r#"
+            plugin_dir = "plugins"
+            server = { plaintext = true }
+            [[plugin]]
+            name = "a"
+            file = "a.wasm"
+            [[identity_provider]]
+            name = "entra"
+            issuer = "https://login.microsoftonline.com/{tenantid}/v2.0"
+            audiences = []
+            algorithms = ["RS256", "HS256", "none"]
+            clock_skew = "1h"
+            [[identity_provider]]
+            name = "entra"
+            issuer = "ftp://idp"
+            audiences = ["api://x"]
+            discovery_url = "https://idp/.well-known/openid-configuration"
+            jwks_uri = "https://idp/keys"
+            [[route]]
+            name = "r"
+            upstream = "http://127.0.0.1:1"
+            identity_providers = ["nope"]
+            [[route.access]]
+            name = "everyone"
+            plugins = ["b"]
+            [[route]]
+            name = "open"
+            upstream = "http://127.0.0.1:1"
+            authentication = "none"
+            [[route.access]]
+            name = "agents"
+            roles = ["agent"]
+        "#;
+        let Err(ConfigError::Invalid(problems)) = Config::parse(text, dir.path()) else {
+            panic!("expected problems");
+        };
+        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "identity_provider[0].tenants",
+                "identity_provider[0].discovery_url",
+                "identity_provider[0].audiences",
+                "identity_provider[0].algorithms[1]",
+                "identity_provider[0].algorithms[2]",
+                "identity_provider[0].clock_skew",
+                "identity_provider[1].name",
+                "identity_provider[1].issuer",
+                "identity_provider[1].jwks_uri",
+                "route[0].identity_providers[0]",
+                "route[0].access[0].name",
+                "route[0].access[0].plugins[0]",
+                "route[1].authentication",
+            ]
+        );
+        let hs = &problems[3].message;
+        assert!(hs.contains("never none or HS*"), "{hs}");
+    }
+
+    #[test]
+    fn one_plugin_loads_twice_under_aliases() {
+        let dir = dir_with(&["a.wasm"]);
+        let text = r#"
+            plugin_dir = "plugins"
+            server = { plaintext = true }
+            [[plugin]]
+            name = "a"
+            alias = "a-strict"
+            file = "a.wasm"
+            [[plugin]]
+            name = "a"
+            alias = "a-lenient"
+            file = "a.wasm"
+            [[plugin]]
+            name = "a"
+            alias = "a-lenient"
+            file = "a.wasm"
+        "#;
+        let Err(ConfigError::Invalid(problems)) = Config::parse(text, dir.path()) else {
+            panic!("expected problems");
+        };
+        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(keys, ["plugin[2].alias"]);
     }
 
     #[test]

@@ -34,7 +34,7 @@ use hmac::{Hmac, Mac};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Uri};
 use http_body_util::{BodyExt, Full, Limited};
-use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -526,7 +526,13 @@ impl Oauth2 {
             utf8_percent_encode(secret, FORM),
             utf8_percent_encode(scope, FORM),
         );
-        let connector = https_connector(url, https, ca_file)?;
+        let connector =
+            crate::upstream::https_connector(https, ca_file, TOKEN_TIMEOUT).map_err(|reason| {
+                CredentialError::Tls {
+                    url: url.to_string(),
+                    reason,
+                }
+            })?;
         Ok(Oauth2 {
             url: url.to_string(),
             token_url,
@@ -707,30 +713,6 @@ fn refresh_after(lifetime: Duration) -> Duration {
     } else {
         lifetime / 2
     }
-}
-
-/// The connector for the token endpoint: TLS with `ca_file` or the system's roots, built with
-/// an explicit aws-lc-rs provider (nothing process-wide); https only for an https URL.
-fn https_connector(
-    url: &str,
-    https: bool,
-    ca_file: Option<&Path>,
-) -> Result<HttpsConnector<HttpConnector>, CredentialError> {
-    let tls_error = |reason: String| CredentialError::Tls {
-        url: url.to_string(),
-        reason,
-    };
-    let config = crate::upstream::tls_client_config(ca_file, https).map_err(tls_error)?;
-    let builder = HttpsConnectorBuilder::new().with_tls_config(config);
-    let builder = if https {
-        builder.https_only()
-    } else {
-        builder.https_or_http()
-    };
-    let mut http = HttpConnector::new();
-    http.enforce_http(false);
-    http.set_connect_timeout(Some(TOKEN_TIMEOUT));
-    Ok(builder.enable_http1().wrap_connector(http))
 }
 
 #[cfg(test)]

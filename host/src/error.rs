@@ -3,6 +3,7 @@
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 
+use crate::auth::AuthError;
 use crate::codec::CodecError;
 use crate::config::RouteKind;
 use crate::credential::CredentialError;
@@ -22,6 +23,9 @@ pub enum GatewayError {
         /// The request path.
         path: String,
     },
+    /// The caller could not be authenticated, or may not use the route.
+    #[error(transparent)]
+    Auth(#[from] AuthError),
     /// The request is malformed.
     #[error("malformed request: {0}")]
     BadRequest(String),
@@ -76,6 +80,7 @@ impl GatewayError {
     pub fn status(&self) -> StatusCode {
         match self {
             GatewayError::NoRoute { .. } => StatusCode::NOT_FOUND,
+            GatewayError::Auth(e) => e.status(),
             GatewayError::BadRequest(_)
             | GatewayError::ClientBody(_)
             | GatewayError::Credential(CredentialError::Sign { .. }) => StatusCode::BAD_REQUEST,
@@ -97,10 +102,12 @@ impl GatewayError {
         }
     }
 
-    /// The machine-readable code the client sees.
-    pub fn code(&self) -> &'static str {
+    /// The machine-readable code the client sees; for authentication failures, the code the
+    /// route's service uses, so its SDK recognises it.
+    pub fn code(&self, kind: RouteKind) -> &'static str {
         match self {
             GatewayError::NoRoute { .. } => "NoRoute",
+            GatewayError::Auth(e) => auth_code(e, kind),
             GatewayError::BadRequest(_) => "BadRequest",
             GatewayError::HeaderTooLarge { .. } => "RequestHeaderFieldsTooLarge",
             GatewayError::ClientBody(_) => "RequestBodyUnreadable",
@@ -124,6 +131,7 @@ impl GatewayError {
             GatewayError::NoRoute { path, .. } => {
                 format!("no route of this gateway serves {}", truncate(path, 200))
             }
+            GatewayError::Auth(e) => e.public_message(),
             GatewayError::BadRequest(reason) => format!("malformed request: {reason}"),
             GatewayError::HeaderTooLarge { limit, .. } => {
                 format!(
@@ -163,6 +171,23 @@ impl GatewayError {
     }
 }
 
+/// The error code of an authentication failure, in the route's service's vocabulary.
+fn auth_code(error: &AuthError, kind: RouteKind) -> &'static str {
+    match (error, kind) {
+        (AuthError::KeysUnavailable { .. }, _) => "IdentityProviderUnavailable",
+        (AuthError::Forbidden { .. }, RouteKind::AzureStorage) => "AuthorizationPermissionMismatch",
+        (AuthError::Forbidden { .. }, RouteKind::AzureArm) => "AuthorizationFailed",
+        (AuthError::Forbidden { .. }, RouteKind::Generic) => "Forbidden",
+        (AuthError::Missing, RouteKind::AzureStorage) => "NoAuthenticationInformation",
+        (AuthError::Missing, RouteKind::AzureArm) => "AuthenticationFailed",
+        (AuthError::Missing, RouteKind::Generic) => "MissingToken",
+        (AuthError::Ambiguous | AuthError::QueryToken, RouteKind::Generic) => "InvalidRequest",
+        (_, RouteKind::AzureStorage) => "InvalidAuthenticationInfo",
+        (_, RouteKind::AzureArm) => "InvalidAuthenticationToken",
+        (_, RouteKind::Generic) => "InvalidToken",
+    }
+}
+
 fn truncate(s: &str, max: usize) -> &str {
     match s.char_indices().nth(max) {
         Some((i, _)) => &s[..i],
@@ -186,13 +211,23 @@ pub fn into_response(error: &GatewayError, kind: Option<RouteKind>, ids: &Ids) -
     } else {
         tracing::info!(request_id = %ids.request_id, error = %error, "request refused");
     }
-    reject(
-        kind.unwrap_or_default(),
+    let kind = kind.unwrap_or_default();
+    let mut response = reject(
+        kind,
         error.status(),
-        error.code(),
+        error.code(kind),
         &error.public_message(),
         ids,
-    )
+    );
+    if let GatewayError::Auth(e) = error
+        && let Some(challenge) = e.challenge()
+        && let Ok(value) = HeaderValue::from_str(&challenge)
+    {
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, value);
+    }
+    response
 }
 
 /// A refusal in the route's error shape, so the client's SDK surfaces it as a normal service

@@ -2,6 +2,7 @@
 //! and the routes with their chains and upstreams.
 use std::sync::Arc;
 
+use crate::auth::{Access, Identity};
 use crate::config::Config;
 use crate::plugin::{self, PluginEngine, PluginError, PluginSet};
 use crate::route::{Route, host_of};
@@ -14,6 +15,8 @@ pub struct Gateway {
     pub routes: Vec<Route>,
     /// The loaded plugins.
     pub plugins: Arc<PluginSet>,
+    /// The identity providers and the cache of verified tokens.
+    pub identity: Identity,
     /// The key for keyed-hash masking; none configured: such plans fail closed.
     pub hash_key: Option<Vec<u8>>,
     /// Largest request head (URI and headers) accepted: `server.max_header_bytes`.
@@ -29,6 +32,9 @@ pub enum BuildError {
     /// Plugins failed to load (every failure listed).
     #[error("{} plugin(s) failed to load:\n{}", .0.len(), .0.iter().map(|e| format!("  {e}")).collect::<Vec<_>>().join("\n"))]
     Plugins(Vec<PluginError>),
+    /// An identity provider could not be set up.
+    #[error("{0}")]
+    Identity(String),
     /// A route's upstream could not be set up.
     #[error("route[{index}] ({name}): {source}")]
     Upstream {
@@ -42,7 +48,8 @@ pub enum BuildError {
 }
 
 impl Gateway {
-    /// Load the plugins and build the routes of a validated configuration.
+    /// Load the plugins, fetch the identity providers' keys, and build the routes of a
+    /// validated configuration.
     pub async fn build(config: &Config) -> Result<Gateway, BuildError> {
         let engine = PluginEngine::new(config.engine_settings())?;
         let plugins = Arc::new(
@@ -50,12 +57,29 @@ impl Gateway {
                 .await
                 .map_err(BuildError::Plugins)?,
         );
-        Gateway::with_plugins(config, plugins)
+        let identity = Identity::start(config)
+            .await
+            .map_err(BuildError::Identity)?;
+        Gateway::with_plugins(config, plugins, identity)
     }
 
-    /// Build the routes of a configuration over an already loaded plugin set.
-    pub fn with_plugins(config: &Config, plugins: Arc<PluginSet>) -> Result<Gateway, BuildError> {
+    /// Build the routes of a configuration over an already loaded plugin set and identity.
+    pub fn with_plugins(
+        config: &Config,
+        plugins: Arc<PluginSet>,
+        identity: Identity,
+    ) -> Result<Gateway, BuildError> {
         let mut routes = Vec::with_capacity(config.routes.len());
+        // Names were validated with the configuration; an unknown one here matches nothing.
+        let providers = |names: &[String]| -> Vec<usize> {
+            match names.is_empty() {
+                true => (0..identity.providers().len()).collect(),
+                false => names
+                    .iter()
+                    .map(|n| identity.position(n).unwrap_or(usize::MAX))
+                    .collect(),
+            }
+        };
         for (index, r) in config.routes.iter().enumerate() {
             let upstream =
                 Upstream::build(r, &config.base_dir).map_err(|source| BuildError::Upstream {
@@ -63,11 +87,27 @@ impl Gateway {
                     name: r.name.clone(),
                     source,
                 })?;
-            routes.push(Route::new(r, plugins.chain(&r.plugins)?, upstream));
+            let mut access = Vec::with_capacity(r.access.len());
+            for rule in &r.access {
+                let chain = plugins.chain(rule.plugins.as_ref().unwrap_or(&r.plugins))?;
+                let rule_providers = match rule.identity_providers.is_empty() {
+                    true => Vec::new(),
+                    false => providers(&rule.identity_providers),
+                };
+                access.push(Access::new(rule, rule_providers, chain));
+            }
+            routes.push(Route::new(
+                r,
+                plugins.chain(&r.plugins)?,
+                upstream,
+                providers(&r.identity_providers),
+                access,
+            ));
         }
         Ok(Gateway {
             routes,
             plugins,
+            identity,
             hash_key: None,
             max_header_bytes: config.server.max_header_bytes.as_u64(),
         })

@@ -1,7 +1,7 @@
 //! Portcullis: a Layer-7, identity-aware gateway whose policy runs in sandboxed WebAssembly
 //! components behind one WIT contract (`wit/policy.wit`).
 //!
-//! Module map (more arrive with identity, audit and approvals):
+//! Module map (more arrive with audit and approvals):
 //! - [`cli`]: the command line
 //! - [`check`]: `portcullis check`: validate the configuration, load every plugin, set up every
 //!   route's upstream and the TLS certificate
@@ -10,6 +10,8 @@
 //! - [`gateway`]: the state a request needs: plugin set and routes, built from the config
 //! - [`route`]: what a route serves and how it matches
 //! - [`proxy`]: `handle()`, the one straight line of a request's phases
+//! - [`auth`]: bearer tokens verified against identity providers' keys, the caller's
+//!   `Principal`, and the routes' access rules
 //! - [`operation`]: the normalized `operation` string plugins see, per route kind
 //! - [`upstream`]: the upstream client, hop-by-hop stripping, `forward()`
 //! - [`credential`]: the upstream credentials the gateway holds and sets on forwarded requests
@@ -18,11 +20,13 @@
 //! - [`error`]: `GatewayError` and the one mapping of failures and denies to responses
 //! - [`plugin`]: the plugin platform: engine, sandbox, contract checks, plugin sets and chains
 //!
-//! The request pipeline, in `proxy::handle`: context and route → authenticate (to come) →
+//! The request pipeline, in `proxy::handle`: context and route → authenticate
+//! (`Identity::authenticate`) and admit (`Route::chain_for`, picking the caller's chain) →
 //! request phase (`Chain::on_request`, `Chain::on_request_body`) → approval (to come; fails
 //! closed) → `Upstream::forward` with the gateway's credential → response phase
 //! (`Chain::on_response`, `Chain::on_response_body`, mask plans executed natively) → session
 //! and audit on every exit (to come) → `error::into_response` for failures.
+pub mod auth;
 pub mod check;
 pub mod cli;
 pub mod codec;

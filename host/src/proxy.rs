@@ -10,6 +10,7 @@ use http_body::Body as _;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
 
+use crate::auth::Caller;
 use crate::codec::{self, CodecError, Encoding};
 use crate::config::RouteKind;
 use crate::error::{self, GatewayError, Ids};
@@ -104,13 +105,20 @@ where
     B::Error: Into<BodyError>,
 {
     let (mut parts, body) = request.into_parts();
-    let facts = facts(route, &parts, client, ids);
+
+    // Who is calling, and which plugins decide for them.
+    let caller = gateway
+        .identity
+        .authenticate(route, &parts.uri, &parts.headers)
+        .await?;
+    let chain = route.chain_for(caller.as_deref())?;
+    let facts = facts(route, &parts, client, ids, caller.as_deref());
     let client_authorization = parts.headers.remove(header::AUTHORIZATION);
     strip_hop_by_hop(&mut parts.headers);
     let headers = Arc::new(std::mem::take(&mut parts.headers));
 
     // Request phase: headers, then the body for the plugins that asked.
-    let outcome = route.chain.on_request(&facts, &headers).await?;
+    let outcome = chain.on_request(&facts, &headers).await?;
     if let Some(refusal) = refusal(route.kind, &outcome, ids) {
         return Ok(refusal);
     }
@@ -126,8 +134,7 @@ where
                 }
                 Err(e) => return Err(GatewayError::ClientBody(e.to_string())),
             };
-            let body_outcome = route
-                .chain
+            let body_outcome = chain
                 .on_request_body(&facts, &headers, &bytes, &outcome.body_wants)
                 .await?;
             if let Some(refusal) = refusal(route.kind, &body_outcome, ids) {
@@ -170,7 +177,7 @@ where
     strip_hop_by_hop(&mut parts.headers);
     let headers = Arc::new(std::mem::take(&mut parts.headers));
     let status = parts.status.as_u16();
-    let outcome = route.chain.on_response(&facts, status, &headers).await?;
+    let outcome = chain.on_response(&facts, status, &headers).await?;
     if let Some(replacement) = replacement(&outcome) {
         return Ok(replacement);
     }
@@ -204,8 +211,7 @@ where
         }
         Err(e) => return Err(e.into()),
     };
-    let outcome = route
-        .chain
+    let outcome = chain
         .on_response_body(&facts, status, &headers, &plain, &outcome.body_wants)
         .await?;
     if let Some(replacement) = replacement(&outcome) {
@@ -308,6 +314,7 @@ fn facts(
     parts: &http::request::Parts,
     client: Client,
     ids: &Ids,
+    caller: Option<&Caller>,
 ) -> plugin::Request {
     let path = parts.uri.path();
     plugin::Request {
@@ -329,7 +336,7 @@ fn facts(
             parts.uri.query(),
             &parts.headers,
         ),
-        principal: None,
+        principal: caller.map(|c| c.principal.clone()),
     }
 }
 

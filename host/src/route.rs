@@ -1,6 +1,7 @@
 //! A route: which requests it serves (host and path prefix), what kind of upstream it fronts,
 //! its plugin chain, body limits, and its upstream.
-use crate::config::{RouteConfig, RouteKind};
+use crate::auth::{Access, Admission, AuthError, Caller};
+use crate::config::{Authentication, RouteConfig, RouteKind};
 use crate::plugin::Chain;
 use crate::upstream::Upstream;
 
@@ -21,15 +22,28 @@ pub struct Route {
     pub body_limit: u64,
     /// Pass over-limit response bodies through unmasked instead of failing.
     pub unmasked_passthrough: bool,
-    /// The plugins deciding this route's traffic.
+    /// The plugins deciding this route's traffic when it is open (`authentication = "none"`).
     pub chain: Chain,
     /// Where requests go.
     pub upstream: Upstream,
+    /// Whether a verified token is required.
+    pub authentication: Authentication,
+    /// The identity providers (indices) whose tokens the route accepts.
+    pub identity_providers: Vec<usize>,
+    /// Who may use the route, with which plugins; the first rule admitting a caller decides.
+    pub access: Vec<Access>,
 }
 
 impl Route {
-    /// A route from its configuration, its chain and its upstream.
-    pub fn new(config: &RouteConfig, chain: Chain, upstream: Upstream) -> Route {
+    /// A route from its configuration, its chain, its upstream, the identity providers it
+    /// accepts and its access rules.
+    pub fn new(
+        config: &RouteConfig,
+        chain: Chain,
+        upstream: Upstream,
+        identity_providers: Vec<usize>,
+        access: Vec<Access>,
+    ) -> Route {
         Route {
             name: config.name.clone(),
             kind: config.kind,
@@ -40,7 +54,36 @@ impl Route {
             unmasked_passthrough: config.unmasked_passthrough,
             chain,
             upstream,
+            authentication: config.authentication,
+            identity_providers,
+            access,
         }
+    }
+
+    /// The chain for `caller`: the open route's own, or that of the first access rule admitting
+    /// the caller. No rule admits it: 403. Fails closed on a caller-less request to a route
+    /// that needs one.
+    pub fn chain_for(&self, caller: Option<&Caller>) -> Result<&Chain, AuthError> {
+        let Some(caller) = caller else {
+            return match self.authentication {
+                Authentication::None => Ok(&self.chain),
+                Authentication::Required => Err(AuthError::Missing),
+            };
+        };
+        let mut groups_elided = false;
+        for rule in &self.access {
+            match rule.admits(caller) {
+                Admission::Admitted => return Ok(&rule.chain),
+                Admission::GroupsElided => groups_elided = true,
+                Admission::Refused => {}
+            }
+        }
+        Err(AuthError::Forbidden {
+            route: self.name.clone(),
+            subject: caller.principal.subject.clone(),
+            issuer: caller.principal.issuer.clone(),
+            groups_elided,
+        })
     }
 
     /// Does this route serve `host` (without port, any case) and `path`? Prefixes match whole

@@ -107,6 +107,7 @@ pub async fn start_with(config: &Config, gateway: Arc<Gateway>) -> Result<Runnin
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(header_limit).unwrap_or(u32::MAX));
+    let gateway_state = gateway.clone();
     let gateway = tokio::spawn(accept(
         listener,
         tls,
@@ -120,7 +121,12 @@ pub async fn start_with(config: &Config, gateway: Arc<Gateway>) -> Result<Runnin
         let listener = bind(admin).await?;
         admin_addr = Some(local_addr(&listener, admin)?);
         let (admin_stop, admin_stopped) = watch::channel(false);
-        let task = tokio::spawn(serve_admin(listener, ready.clone(), admin_stopped));
+        let task = tokio::spawn(serve_admin(
+            listener,
+            ready.clone(),
+            gateway_state.clone(),
+            admin_stopped,
+        ));
         admin_task = Some((task, admin_stop));
     }
     tracing::info!(%addr, tls = server.tls.is_some() && !server.plaintext, admin = ?admin_addr, "gateway listening");
@@ -259,10 +265,12 @@ async fn accept(
     }
 }
 
-/// `/healthz`: the process is alive. `/readyz`: it accepts traffic (not while draining).
+/// `/healthz`: the process is alive. `/readyz`: it accepts traffic: not while draining, nor
+/// while an identity provider's keys have never loaded.
 async fn serve_admin(
     listener: TcpListener,
     ready: Arc<AtomicBool>,
+    gateway: Arc<Gateway>,
     mut stopped: watch::Receiver<bool>,
 ) {
     let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
@@ -274,11 +282,14 @@ async fn serve_admin(
                 Err(_) => continue,
             },
         };
-        let (builder, ready) = (builder.clone(), ready.clone());
+        let (builder, ready, gateway) = (builder.clone(), ready.clone(), gateway.clone());
         tokio::spawn(async move {
             let service = service_fn(move |request: Request<Incoming>| {
-                let ready = ready.load(Ordering::SeqCst);
-                async move { Ok::<_, Infallible>(admin(request.uri().path(), ready)) }
+                let readiness = match ready.load(Ordering::SeqCst) {
+                    false => Err("draining".to_string()),
+                    true => gateway.identity.unready().map_or(Ok(()), Err),
+                };
+                async move { Ok::<_, Infallible>(admin(request.uri().path(), readiness)) }
             });
             let _ = builder
                 .serve_connection(TokioIo::new(stream), service)
@@ -287,12 +298,15 @@ async fn serve_admin(
     }
 }
 
-fn admin(path: &str, ready: bool) -> Response<Body> {
-    let (status, text) = match path {
-        "/healthz" => (StatusCode::OK, "ok\n"),
-        "/readyz" if ready => (StatusCode::OK, "ready\n"),
-        "/readyz" => (StatusCode::SERVICE_UNAVAILABLE, "not ready: draining\n"),
-        _ => (StatusCode::NOT_FOUND, "not found\n"),
+fn admin(path: &str, readiness: Result<(), String>) -> Response<Body> {
+    let (status, text) = match (path, readiness) {
+        ("/healthz", _) => (StatusCode::OK, "ok\n".to_string()),
+        ("/readyz", Ok(())) => (StatusCode::OK, "ready\n".to_string()),
+        ("/readyz", Err(reason)) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {reason}\n"),
+        ),
+        _ => (StatusCode::NOT_FOUND, "not found\n".to_string()),
     };
     let mut response = Response::new(full(text));
     *response.status_mut() = status;

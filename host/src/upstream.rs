@@ -187,6 +187,26 @@ pub fn tls_client_config(
         .with_no_client_auth())
 }
 
+/// A client connector for a control-plane endpoint (token endpoint, identity provider): TLS
+/// trusting `ca_file` or the system's roots, https only for an https URL, HTTP/1.1.
+pub fn https_connector(
+    https: bool,
+    ca_file: Option<&Path>,
+    connect_timeout: Duration,
+) -> Result<HttpsConnector<HttpConnector>, String> {
+    let config = tls_client_config(ca_file, https)?;
+    let builder = HttpsConnectorBuilder::new().with_tls_config(config);
+    let builder = if https {
+        builder.https_only()
+    } else {
+        builder.https_or_http()
+    };
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(connect_timeout));
+    Ok(builder.enable_http1().wrap_connector(http))
+}
+
 /// Read every certificate of a PEM file; an empty file is an error.
 pub fn read_certificates(
     file: &Path,

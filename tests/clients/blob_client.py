@@ -1,13 +1,16 @@
 #!/usr/bin/env python3
 """Drive Azure Blob Storage with the real Python SDK (azure-storage-blob), for the tests.
 
-    blob_client.py --endpoint URL [--ca FILE] [--key KEY] ACTION...
+    blob_client.py --endpoint URL [--ca FILE] [--key KEY | --token-file FILE] ACTION...
 
 --endpoint  the account URL, path-style: https://127.0.0.1:PORT/devstoreaccount1 (the gateway)
             or http://127.0.0.1:PORT/devstoreaccount1 (Azurite directly).
 --ca        verify TLS against this CA bundle (the SDK's `connection_verify`).
 --key       sign with Shared Key using this account key (the account is the endpoint's first
             path segment). Without it the SDK sends anonymous requests: the gateway signs them.
+--token-file  authenticate as an agent with its own OAuth access token read from FILE (a
+            TokenCredential, as an agent would use; the SDK sends it as a bearer token, and
+            only over https). The gateway verifies it, removes it, and signs with Shared Key.
 
 Actions run in order; each prints exactly one JSON line to stdout, even when it fails:
 
@@ -39,8 +42,10 @@ import argparse
 import hashlib
 import json
 import sys
+import time
 from urllib.parse import parse_qsl, urlsplit
 
+from azure.core.credentials import AccessToken
 from azure.core.exceptions import HttpResponseError
 from azure.storage.blob import BlobServiceClient
 
@@ -152,11 +157,22 @@ def run(service, blocks_service, name, arg):
     raise AssertionError(name)
 
 
+class FileToken:
+    """A TokenCredential that holds one access token: the agent's own identity."""
+
+    def __init__(self, token):
+        self.token = token
+
+    def get_token(self, *scopes, **kwargs):
+        return AccessToken(self.token, int(time.time()) + 300)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--endpoint", required=True, help="account URL, path-style")
     parser.add_argument("--ca", help="CA bundle to verify TLS against")
     parser.add_argument("--key", help="account key for Shared Key (default: anonymous)")
+    parser.add_argument("--token-file", help="file holding the agent's access token")
     parser.add_argument("actions", nargs="+", metavar="ACTION")
     args = parser.parse_args()
     try:
@@ -170,6 +186,11 @@ def main():
         if not account:
             parser.error("--key needs the account in the endpoint's path")
         credential = {"account_name": account, "account_key": args.key}
+    if args.token_file:
+        if args.key:
+            parser.error("--key and --token-file are exclusive")
+        with open(args.token_file, encoding="ascii") as f:
+            credential = FileToken(f.read().strip())
 
     sent = []
 

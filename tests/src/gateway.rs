@@ -82,6 +82,17 @@ impl TestGateway {
     }
 }
 
+/// `GET path` on an admin listener: the raw HTTP/1.1 response (status line, headers, body).
+pub async fn admin_get(admin: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(admin).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n");
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    tcp.read_to_string(&mut out).await.unwrap();
+    out
+}
+
 /// An HTTPS client for the gateway under test.
 pub struct TlsClient {
     client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,

@@ -5,7 +5,9 @@
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 pub mod azurite;
 pub mod gateway;
+pub mod logs;
 pub mod mock_upstream;
+pub mod oidc;
 pub mod tls;
 
 use std::path::PathBuf;
@@ -60,6 +62,7 @@ pub fn settings() -> PluginSettings {
 /// What to load: plugin `name` with these settings and this configuration.
 pub fn spec(name: &str, settings: PluginSettings, config: serde_json::Value) -> PluginSpec {
     PluginSpec {
+        alias: None,
         name: name.to_string(),
         file: plugin(name),
         config,

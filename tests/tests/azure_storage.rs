@@ -1,11 +1,14 @@
 //! An `azure-storage` route in front of Azurite, driven by the real Python Azure Storage SDK
 //! over TLS. The SDK holds no credential: the gateway signs every request with the account key
 //! (Shared Key), and Azurite verifies the signatures. A test plugin's deny must reach the SDK
-//! as a normal service error. (That the same anonymous SDK calls straight to Azurite are
+//! as a normal service error. With identity on, the agent's SDK authenticates with its own
+//! token (a TokenCredential) and changes nothing else. (That the same anonymous SDK calls straight to Azurite are
 //! refused is shown by the harness's own test, `azurite_sdk.rs`.)
 #![allow(clippy::unwrap_used)]
 use portcullis_tests::azurite::{ACCOUNT, Azurite, KEY, blob_bytes, run_blob_client};
 use portcullis_tests::gateway::TestGateway;
+use portcullis_tests::oidc::{Idp, SigningKey, provider_toml};
+use portcullis_tests::tls::Certs;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -22,6 +25,7 @@ file = "deny-operations.wasm"
 config = {{ operations = ["DeleteContainer", "SetContainerAcl"] }}
 
 [[route]]
+authentication = "none"
 name = "blob"
 kind = "azure-storage"
 path_prefix = "/{ACCOUNT}"
@@ -41,12 +45,18 @@ credential = {{ type = "azure-shared-key", account = "{ACCOUNT}", key_file = "ac
 
 /// Run the SDK client against the gateway (on a blocking thread: it is a child process).
 async fn sdk(gw: &TestGateway, actions: &[String]) -> Vec<Value> {
+    sdk_with(gw, &[], actions).await
+}
+
+/// The same, with extra client arguments (e.g. `--token-file`).
+async fn sdk_with(gw: &TestGateway, extra: &[String], actions: &[String]) -> Vec<Value> {
     let mut args = vec![
         "--endpoint".to_string(),
         format!("{}/{ACCOUNT}", gw.url()),
         "--ca".to_string(),
         gw.certs.ca.display().to_string(),
     ];
+    args.extend(extra.iter().cloned());
     args.extend(actions.iter().cloned());
     tokio::task::spawn_blocking(move || run_blob_client(&args))
         .await
@@ -130,4 +140,77 @@ async fn a_plugins_deny_reaches_the_sdk_as_a_service_error_and_nothing_changes()
         serde_json::json!(["kept"]),
         "the denied delete never reached Azurite"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_uses_the_sdk_with_its_own_token_and_the_gateway_signs_for_it() {
+    let azurite = Azurite::start();
+    let idp_dir = tempfile::tempdir().unwrap();
+    let certs = Certs::new(idp_dir.path());
+    let idp = Idp::start(&certs, SigningKey::rsa("k1")).await;
+    let audience = "https://storage.azure.com";
+    let config = format!(
+        r#"
+{}
+[[route]]
+name = "blob"
+kind = "azure-storage"
+path_prefix = "/{ACCOUNT}"
+path_style = true
+upstream = "{}"
+credential = {{ type = "azure-shared-key", account = "{ACCOUNT}", key_file = "account-key" }}
+[[route.access]]
+name = "agents"
+roles = ["Storage.Agent"]
+"#,
+        provider_toml("agents", &idp.issuer(), audience, ""),
+        azurite.endpoint()
+    );
+    let mut claims = idp.claims(audience, "agent-7");
+    claims["roles"] = serde_json::json!(["Storage.Agent"]);
+    let agent = idp.mint(&claims);
+    claims["roles"] = serde_json::json!(["Storage.Reader"]);
+    let reader = idp.mint(&claims);
+    let ca = certs.ca.clone();
+    let gw = TestGateway::start(&config, |dir| {
+        std::fs::write(dir.join("account-key"), format!("{KEY}\n")).unwrap();
+        std::fs::copy(&ca, dir.join("idp-ca.pem")).unwrap();
+    })
+    .await;
+    let token_file = |name: &str, token: &str| {
+        let path = gw.dir.path().join(name);
+        std::fs::write(&path, token).unwrap();
+        vec!["--token-file".to_string(), path.display().to_string()]
+    };
+
+    let lines = sdk_with(
+        &gw,
+        &token_file("agent.jwt", &agent),
+        &[
+            "create-container:mine".into(),
+            "upload:mine/a.txt:1000".into(),
+            "list-blobs:mine".into(),
+            "download:mine/a.txt".into(),
+        ],
+    )
+    .await;
+    for line in &lines {
+        assert_ok(line);
+    }
+    assert_eq!(lines[2]["names"], serde_json::json!(["a.txt"]));
+    assert_eq!(lines[3]["sha256"], blob_sha256("a.txt", 1000));
+
+    // No token: the SDK surfaces Azure's own code for it.
+    let anonymous = sdk(&gw, &["list-containers".into()]).await;
+    assert_eq!(anonymous[0]["status"], 401, "{}", anonymous[0]);
+    assert_eq!(anonymous[0]["error_code"], "NoAuthenticationInformation");
+    // A verified caller no rule admits.
+    let refused = sdk_with(
+        &gw,
+        &token_file("reader.jwt", &reader),
+        &["list-containers".into()],
+    )
+    .await;
+    assert_eq!(refused[0]["status"], 403, "{}", refused[0]);
+    assert_eq!(refused[0]["error_code"], "AuthorizationPermissionMismatch");
 }

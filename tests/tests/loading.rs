@@ -16,6 +16,7 @@ async fn load_bytes(name: &str, bytes: &[u8]) -> Result<(), PluginError> {
     let file = dir.path().join(format!("{name}.wasm"));
     std::fs::write(&file, bytes).unwrap();
     let spec = PluginSpec {
+        alias: None,
         name: name.to_string(),
         file,
         config: serde_json::json!({}),
@@ -276,6 +277,10 @@ async fn the_example_configuration_loads_every_plugin() {
     let digest =
         |name: &str| hex::encode(sha2::Sha256::digest(std::fs::read(plugin(name)).unwrap()));
     let text = report.render(Path::new("examples/portcullis.toml"));
+    assert!(
+        text.contains(" alias:read-only"),
+        "the aliased plugin is missing from:\n{text}"
+    );
     for name in ["plugin-template", "allow-all", "plugin-template-python"] {
         assert!(
             text.contains(&format!("plugin {name} 0.1.0 sha256:{}", digest(name))),
@@ -283,8 +288,10 @@ async fn the_example_configuration_loads_every_plugin() {
         );
     }
     for route in [
-        "route example-api (generic) */ -> http://127.0.0.1:8081 plugins:[plugin-template,allow-all]",
-        "route example-blob (azure-storage) */devstoreaccount1 -> http://127.0.0.1:10000 plugins:[allow-all]",
+        "route example-api (generic) */ -> http://127.0.0.1:8081 plugins:[plugin-template,allow-all] \
+         identity:[dev] access:[agents->[plugin-template,allow-all] auditors->[read-only]]",
+        "route example-blob (azure-storage) */devstoreaccount1 -> http://127.0.0.1:10000 \
+         plugins:[allow-all] identity:[*] access:[agents->[allow-all]]",
     ] {
         assert!(text.contains(route), "{route} missing from:\n{text}");
     }
@@ -304,6 +311,7 @@ plugin_dir = "."
 [server]
 tls = { cert_file = "server.pem", key_file = "server.key" }
 [[route]]
+authentication = "none"
 name = "blob"
 kind = "azure-storage"
 upstream = "http://127.0.0.1:10000"

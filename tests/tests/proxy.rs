@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use portcullis_tests::gateway::TestGateway;
+use portcullis_tests::gateway::{TestGateway, admin_get};
 use portcullis_tests::mock_upstream::{MockUpstream, Reply};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -19,12 +19,14 @@ name = "deny-all"
 file = "deny-all.wasm"
 
 [[route]]
+authentication = "none"
 name = "denied"
 path_prefix = "/denied"
 upstream = "{upstream}"
 plugins = ["deny-all"]
 
 [[route]]
+authentication = "none"
 name = "api"
 path_prefix = "/"
 upstream = "{upstream}"
@@ -122,7 +124,7 @@ async fn a_plugins_deny_arrives_in_the_routes_error_shape_and_is_not_forwarded()
 async fn no_route_is_a_404_in_the_error_shape() {
     let upstream = MockUpstream::start(|_| Reply::json("{}")).await;
     let config = format!(
-        "[[route]]\nname = \"only\"\npath_prefix = \"/only\"\nupstream = \"{}\"\n",
+        "[[route]]\nauthentication = \"none\"\nname = \"only\"\npath_prefix = \"/only\"\nupstream = \"{}\"\n",
         upstream.url()
     );
     let gw = TestGateway::start(&config, |_| {}).await;
@@ -260,10 +262,12 @@ async fn an_unreachable_upstream_is_502_and_a_slow_one_504() {
     let config = format!(
         r#"
 [[route]]
+authentication = "none"
 name = "dead"
 path_prefix = "/dead"
 upstream = "{dead}"
 [[route]]
+authentication = "none"
 name = "slow"
 path_prefix = "/slow"
 upstream = "{}"
@@ -354,15 +358,6 @@ async fn health_and_readiness_are_served_on_the_admin_listener() {
 }
 
 /// `GET path` on the admin listener (plain HTTP/1.1), the whole answer as text.
-async fn admin_get(admin: std::net::SocketAddr, path: &str) -> String {
-    let mut tcp = tokio::net::TcpStream::connect(admin).await.unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n");
-    tcp.write_all(request.as_bytes()).await.unwrap();
-    let mut out = String::new();
-    tcp.read_to_string(&mut out).await.unwrap();
-    out
-}
-
 #[tokio::test]
 async fn shutdown_drains_in_flight_requests_and_stops_accepting() {
     let upstream = MockUpstream::start(|_| {
@@ -452,16 +447,19 @@ async fn credentials_are_the_gateways_own_and_the_client_token_passes_only_when_
     let config = format!(
         r#"
 [[route]]
+authentication = "none"
 name = "oauth"
 path_prefix = "/oauth"
 upstream = "{u}"
 credential = {{ type = "oauth2-client-credentials", token_url = "{idp}/token", client_id = "gw", secret_file = "client-secret", scope = "api://svc/.default" }}
 [[route]]
+authentication = "none"
 name = "key"
 path_prefix = "/key"
 upstream = "{u}"
 credential = {{ type = "header", name = "api-key", value_file = "api-key" }}
 [[route]]
+authentication = "none"
 name = "pass"
 path_prefix = "/pass"
 upstream = "{u}"
@@ -504,6 +502,7 @@ async fn an_unavailable_upstream_credential_is_a_502_that_reveals_nothing() {
     let config = format!(
         r#"
 [[route]]
+authentication = "none"
 name = "oauth"
 upstream = "{}"
 credential = {{ type = "oauth2-client-credentials", token_url = "{}/token", client_id = "gw", secret_file = "client-secret", scope = "s" }}
@@ -539,6 +538,7 @@ name = "deny-operations"
 file = "deny-operations.wasm"
 config = {{ operations = ["Microsoft.Storage/storageAccounts/listKeys/action"] }}
 [[route]]
+authentication = "none"
 name = "arm"
 kind = "azure-arm"
 upstream = "{}"
@@ -575,7 +575,7 @@ async fn an_https_upstream_is_trusted_through_its_ca_bundle_and_only_through_it(
     let mock = MockUpstream::start(|_| Reply::json(r#"{"via":"tls"}"#)).await;
     let inner = TestGateway::start(
         &format!(
-            "[[route]]\nname = \"inner\"\nupstream = \"{}\"\n",
+            "[[route]]\nauthentication = \"none\"\nname = \"inner\"\nupstream = \"{}\"\n",
             mock.url()
         ),
         |_| {},
@@ -586,11 +586,13 @@ async fn an_https_upstream_is_trusted_through_its_ca_bundle_and_only_through_it(
     let config = format!(
         r#"
 [[route]]
+authentication = "none"
 name = "trusted"
 path_prefix = "/trusted"
 upstream = "{inner_url}"
 ca_file = "inner-ca.pem"
 [[route]]
+authentication = "none"
 name = "untrusted"
 path_prefix = "/untrusted"
 upstream = "{inner_url}"

@@ -47,21 +47,25 @@ async fn no_secret_appears_in_the_gateways_logs() {
     let config = format!(
         r#"
 [[route]]
+authentication = "none"
 name = "oauth"
 path_prefix = "/oauth"
 upstream = "{u}"
 credential = {{ type = "oauth2-client-credentials", token_url = "{good}/t", client_id = "c", secret_file = "secret", scope = "s" }}
 [[route]]
+authentication = "none"
 name = "oauth-down"
 path_prefix = "/down"
 upstream = "{u}"
 credential = {{ type = "oauth2-client-credentials", token_url = "{bad}/t", client_id = "c", secret_file = "secret", scope = "s" }}
 [[route]]
+authentication = "none"
 name = "key"
 path_prefix = "/key"
 upstream = "{u}"
 credential = {{ type = "header", name = "api-key", value_file = "api-key" }}
 [[route]]
+authentication = "none"
 name = "blob"
 kind = "azure-storage"
 path_prefix = "/devstoreaccount1"

@@ -14,6 +14,9 @@ use super::{Plugin, PluginEngine, PluginError, PluginId, PluginSet, PluginSettin
 pub struct PluginSpec {
     /// The name the plugin must declare in `describe`.
     pub name: String,
+    /// The name routes use for this plugin with this configuration, when it is loaded more
+    /// than once (e.g. a configuration per identity); unset: `name`.
+    pub alias: Option<String>,
     /// The component file.
     pub file: PathBuf,
     /// The operator's configuration, handed to `configure` and `config()` as JSON.
@@ -131,12 +134,12 @@ pub async fn load_set(
     let mut errors = Vec::new();
     for spec in specs {
         match load_plugin(engine, spec).await {
-            Ok(p) => plugins.push(p),
+            Ok(p) => plugins.push((spec.alias.clone().unwrap_or_else(|| spec.name.clone()), p)),
             Err(e) => errors.push(e),
         }
     }
     if errors.is_empty() {
-        Ok(PluginSet::new(plugins, generation))
+        Ok(PluginSet::named(plugins, generation))
     } else {
         Err(errors)
     }

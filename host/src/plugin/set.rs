@@ -15,14 +15,27 @@ use super::{
 #[derive(Debug)]
 pub struct PluginSet {
     plugins: Vec<Arc<Plugin>>,
+    /// The name routes use for each plugin: its own, or the configuration's `alias`.
+    names: Vec<String>,
     generation: u64,
 }
 
 impl PluginSet {
-    /// A set of plugins, numbered `generation`.
+    /// A set of plugins known by their own names, numbered `generation`.
     pub fn new(plugins: Vec<Arc<Plugin>>, generation: u64) -> Self {
+        let named = plugins
+            .into_iter()
+            .map(|p| (p.id().name.clone(), p))
+            .collect();
+        PluginSet::named(named, generation)
+    }
+
+    /// A set of plugins, each known to routes by the name paired with it.
+    pub fn named(plugins: Vec<(String, Arc<Plugin>)>, generation: u64) -> Self {
+        let (names, plugins) = plugins.into_iter().unzip();
         PluginSet {
             plugins,
+            names,
             generation,
         }
     }
@@ -37,9 +50,10 @@ impl PluginSet {
         &self.plugins
     }
 
-    /// A plugin by name.
+    /// A plugin by the name routes use for it.
     pub fn get(&self, name: &str) -> Option<&Arc<Plugin>> {
-        self.plugins.iter().find(|p| p.id().name == name)
+        let index = self.names.iter().position(|n| n == name)?;
+        self.plugins.get(index)
     }
 
     /// The chain of these plugins, in this order.

@@ -20,6 +20,7 @@
 //! | `remember`     | denies if a global still holds an earlier call's request id      |
 //! | `probe`        | denies with a report of what it can reach (files, env, args)  |
 //! | `need-body`    | asks for the body, then denies / masks based on its content      |
+//! | `whoami`       | denies with the principal it was given, as JSON (or `null`)      |
 use std::sync::Mutex;
 
 use portcullis_sdk::host;
@@ -42,6 +43,25 @@ fn mode(headers: &Headers) -> String {
             .and_then(|c| c.get("mode").and_then(|m| m.as_str()).map(str::to_string))
             .unwrap_or_else(|| "none".to_string())
     })
+}
+
+/// The principal the host handed over, as JSON.
+fn whoami(req: &Request) -> String {
+    let Some(p) = &req.principal else {
+        return "null".to_string();
+    };
+    serde_json::json!({
+        "subject": p.subject,
+        "issuer": p.issuer,
+        "tenant": p.tenant,
+        "app_id": p.app_id,
+        "roles": p.roles,
+        "groups": p.groups,
+        "groups_complete": p.groups_complete,
+        "scopes": p.scopes,
+        "claims": p.claims,
+    })
+    .to_string()
 }
 
 /// Misbehaviours shared by both phases. Returns a deny to send, if any.
@@ -87,6 +107,7 @@ fn misbehave(mode: &str, req: &Request) -> Option<RequestVerdict> {
             previous.map(|p| RequestVerdict::deny(409, "saw-previous", &p))
         }
         "probe" => Some(RequestVerdict::deny(418, "probe", &probe())),
+        "whoami" => Some(RequestVerdict::deny(418, "whoami", &whoami(req))),
         m if m.starts_with("slow:") => {
             let ms: u64 = m["slow:".len()..].parse().unwrap_or(0);
             let until = host::now_ms() + ms;
