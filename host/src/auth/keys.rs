@@ -21,6 +21,8 @@ use sha2::{Digest, Sha256};
 const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest discovery document or JWKS read.
 const DOCUMENT_LIMIT: usize = 512 * 1024;
+/// How long a request that names an unknown key waits for a fetch another request started.
+const ON_DEMAND_WAIT: Duration = Duration::from_secs(2);
 /// Most keys taken from one JWKS.
 const MAX_KEYS: usize = 64;
 /// First retry after a failed fetch; doubles up to [`RETRY_MAX`].
@@ -155,9 +157,12 @@ impl KeySet {
     }
 
     /// Fetch again because a token named an unknown key (or none are loaded): at most once per
-    /// `min_interval`; callers arriving during a fetch wait for it instead of starting another.
+    /// `min_interval`; callers arriving during a fetch wait for it (up to [`ON_DEMAND_WAIT`])
+    /// instead of starting another.
     pub async fn refresh_on_demand(&self) {
-        let mut last = self.fetching.lock().await;
+        let Ok(mut last) = tokio::time::timeout(ON_DEMAND_WAIT, self.fetching.lock()).await else {
+            return;
+        };
         if last.is_some_and(|at| at.elapsed() < self.min_interval) {
             return;
         }
