@@ -113,7 +113,69 @@ fn bench(c: &mut Criterion) {
     });
     g.finish();
 
+    guard(c, rt, &engine, &fresh, &req, &h);
     floor(c, rt);
+}
+
+/// The `guard` plugin's cost per request with 1 and with 100 rules, next to `allow-all` (the
+/// same fresh-instance cost with no decision) in the same run. The request is an ARM read: the
+/// 99 deny rules before the final allow rule are each tried and miss, the worst case.
+fn guard(
+    c: &mut Criterion,
+    rt: &tokio::runtime::Runtime,
+    engine: &PluginEngine,
+    allow_all: &Arc<Plugin>,
+    req: &Request,
+    h: &Arc<http::HeaderMap>,
+) {
+    let rules = |n: usize| {
+        let mut rules: Vec<serde_json::Value> = (0..n - 1)
+            .map(|i| {
+                serde_json::json!({
+                    "id": format!("deny-{i}"),
+                    "operations": [format!("Microsoft.Provider{i}/things/*/delete")],
+                    "paths": [format!("/subscriptions/{{sub}}/resourceGroups/{{rg}}/providers/Microsoft.Provider{i}/**")],
+                    "principal": {"roles": ["agent"]},
+                    "action": "deny",
+                })
+            })
+            .collect();
+        rules.push(
+            serde_json::json!({"id": "allow-reads", "operations": ["*/read"], "action": "allow"}),
+        );
+        serde_json::json!({"default": "deny", "rules": rules})
+    };
+    let one = rt
+        .block_on(load_plugin(
+            engine,
+            &spec("guard", InstanceMode::Fresh, rules(1)),
+        ))
+        .unwrap();
+    let hundred = rt
+        .block_on(load_plugin(
+            engine,
+            &spec("guard", InstanceMode::Fresh, rules(100)),
+        ))
+        .unwrap();
+    let reused = InstanceMode::Reuse { calls: u32::MAX };
+    let hundred_reused = rt
+        .block_on(load_plugin(engine, &spec("guard", reused, rules(100))))
+        .unwrap();
+    let mut g = c.benchmark_group("guard");
+    for (name, plugin) in [
+        ("allow_all_fresh", allow_all),
+        ("guard_1_rule_fresh", &one),
+        ("guard_100_rules_fresh", &hundred),
+        ("guard_100_rules_reuse", &hundred_reused),
+    ] {
+        g.bench_function(name, |b| {
+            b.to_async(rt).iter(|| async {
+                let v = plugin.on_request(black_box(req), h).await.unwrap();
+                assert!(matches!(v, RequestVerdict::Allow));
+            })
+        });
+    }
+    g.finish();
 }
 
 /// The engine's floor on this machine: instantiate + call + drop of the smallest possible

@@ -61,6 +61,7 @@
 //! The decision lives in [`decide::decide`], a plain function tested natively with
 //! `cargo test -p guard`; the hooks only gather inputs from the host and call it.
 use std::collections::BTreeMap;
+use std::sync::OnceLock;
 
 use portcullis_sdk::{Body, Descriptor, Headers, Phases, Plugin, Request, RequestVerdict, host};
 
@@ -157,9 +158,16 @@ const CONFIG_SCHEMA: &str = r##"{
 
 struct Guard;
 
-/// The (already validated) configuration, read on each call: the guest is stateless.
-fn load() -> Result<Config, RequestVerdict> {
-    parse_config(&host::config()).map_err(|e| RequestVerdict::deny(500, "guard-config", &e))
+/// The configuration, parsed at the instance's first call and kept for its life. It is the
+/// operator's data, never a request's, so a reused instance (`instance = "reuse"`, worth it for
+/// large rule sets) keeps nothing of one request for the next.
+static CONFIG: OnceLock<Result<Config, String>> = OnceLock::new();
+
+fn load() -> Result<&'static Config, RequestVerdict> {
+    CONFIG
+        .get_or_init(|| parse_config(&host::config()))
+        .as_ref()
+        .map_err(|e| RequestVerdict::deny(500, "guard-config", e))
 }
 
 /// The values of the headers the rules look at.
@@ -219,14 +227,14 @@ impl Plugin for Guard {
             Ok(c) => c,
             Err(v) => return v,
         };
-        let values = gather_headers(&config, headers);
+        let values = gather_headers(config, headers);
         // A body the host will not offer can never be read: decide now, as if it were absent.
         let body = if json_offered(headers.get("content-type").as_deref()) {
             BodyInput::Pending
         } else {
             BodyInput::Unusable
         };
-        verdict(decide(&config, &facts(req, &values), body))
+        verdict(decide(config, &facts(req, &values), body))
     }
 
     fn on_request_body(req: &Request, headers: &Headers, body: &Body) -> RequestVerdict {
@@ -234,13 +242,13 @@ impl Plugin for Guard {
             Ok(c) => c,
             Err(v) => return v,
         };
-        let values = gather_headers(&config, headers);
+        let values = gather_headers(config, headers);
         let parsed = body
             .text()
             .ok()
             .and_then(|text| json::parse_unambiguous(&text).ok());
         let input = parsed.as_ref().map_or(BodyInput::Unusable, BodyInput::Json);
-        verdict(decide(&config, &facts(req, &values), input))
+        verdict(decide(config, &facts(req, &values), input))
     }
 }
 
