@@ -459,8 +459,9 @@ fn empty_table() -> toml::Table {
     toml::Table::new()
 }
 
-/// An upstream must be an absolute http(s) URL without query or fragment.
-fn check_upstream(url: &str) -> Result<(), String> {
+/// An absolute http(s) URL with a host, no user information (secrets belong in files, never
+/// in a URL that gets logged) and no fragment; a query only where `query` allows it.
+fn check_url(url: &str, query: bool) -> Result<(), String> {
     let uri: http::Uri = url
         .parse()
         .map_err(|e| format!("{url:?} is not a URL: {e}"))?;
@@ -470,38 +471,15 @@ fn check_upstream(url: &str) -> Result<(), String> {
     }
     match uri.authority() {
         None => return Err(format!("{url:?} has no host")),
-        // Credentials belong in `[route.credential]` files, never in a URL that gets logged.
         Some(a) if a.as_str().contains('@') => {
-            return Err("must not contain user information (use [route.credential])".into());
+            return Err("must not contain user information (secrets go in files)".into());
         }
         Some(_) => {}
     }
-    if uri.query().is_some() || url.contains('#') {
+    if url.contains('#') || (!query && uri.query().is_some()) {
         return Err(format!("{url:?} must not have a query or fragment"));
     }
     Ok(())
-}
-
-/// An identity provider's URL: absolute https (http only for local testing), no user
-/// information, no fragment.
-fn check_idp_url(url: &str) -> Result<(), String> {
-    let uri: http::Uri = url
-        .parse()
-        .map_err(|e| format!("{url:?} is not a URL: {e}"))?;
-    match uri.scheme_str() {
-        Some("http" | "https") => {}
-        _ => {
-            return Err(format!(
-                "{url:?} must start with https:// (or http:// for local testing)"
-            ));
-        }
-    }
-    match uri.authority() {
-        None => Err(format!("{url:?} has no host")),
-        Some(a) if a.as_str().contains('@') => Err("must not contain user information".into()),
-        Some(_) if url.contains('#') => Err(format!("{url:?} must not have a fragment")),
-        Some(_) => Ok(()),
-    }
 }
 
 /// The longest deadline a plugin may have: a guest must never hold a request for long
@@ -647,7 +625,7 @@ impl Config {
                 problem(key("name"), format!("{:?} is empty or used twice", p.name));
             }
             let templated = p.issuer.contains(TENANT_PLACEHOLDER);
-            if let Err(reason) = check_idp_url(&p.issuer.replace(TENANT_PLACEHOLDER, "t")) {
+            if let Err(reason) = check_url(&p.issuer.replace(TENANT_PLACEHOLDER, "t"), true) {
                 problem(key("issuer"), reason);
             }
             if templated && p.tenants.is_empty() {
@@ -672,12 +650,12 @@ impl Config {
                     "set either discovery_url or jwks_uri, not both".into(),
                 ),
                 (Some(url), None) => {
-                    if let Err(reason) = check_idp_url(url) {
+                    if let Err(reason) = check_url(url, true) {
                         problem(key("discovery_url"), reason);
                     }
                 }
                 (None, Some(url)) => {
-                    if let Err(reason) = check_idp_url(url) {
+                    if let Err(reason) = check_url(url, true) {
                         problem(key("jwks_uri"), reason);
                     }
                 }
@@ -873,7 +851,7 @@ impl Config {
                     "must not be empty (leave it out to match any host)".into(),
                 );
             }
-            if let Err(reason) = check_upstream(&r.upstream) {
+            if let Err(reason) = check_url(&r.upstream, false) {
                 problem(key("upstream"), reason);
             }
             if r.path_style && r.kind != RouteKind::AzureStorage {

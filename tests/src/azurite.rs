@@ -297,6 +297,17 @@ fn answers_http(port: u16) -> bool {
     stream.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.")
 }
 
+/// `blob_client.py` arguments that point the SDK at a test gateway's account endpoint over TLS,
+/// trusting the gateway's CA.
+pub fn gateway_args(gw: &crate::gateway::TestGateway) -> Vec<String> {
+    vec![
+        "--endpoint".to_string(),
+        format!("{}/{ACCOUNT}", gw.url()),
+        "--ca".to_string(),
+        gw.certs.ca.display().to_string(),
+    ]
+}
+
 /// The bytes `blob_client.py` uploads for blob `name` (without its container): sha256 of
 /// `"{name}:{i}"` for i = 0, 1, …, concatenated and cut to `size`.
 pub fn blob_bytes(name: &str, size: usize) -> Vec<u8> {

@@ -5,7 +5,7 @@
 //! token (a TokenCredential) and changes nothing else. (That the same anonymous SDK calls straight to Azurite are
 //! refused is shown by the harness's own test, `azurite_sdk.rs`.)
 #![allow(clippy::unwrap_used)]
-use portcullis_tests::azurite::{ACCOUNT, Azurite, KEY, blob_bytes, run_blob_client};
+use portcullis_tests::azurite::{ACCOUNT, Azurite, KEY, blob_bytes, gateway_args, run_blob_client};
 use portcullis_tests::gateway::TestGateway;
 use portcullis_tests::oidc::{Idp, SigningKey, provider_toml};
 use portcullis_tests::tls::Certs;
@@ -50,12 +50,7 @@ async fn sdk(gw: &TestGateway, actions: &[String]) -> Vec<Value> {
 
 /// The same, with extra client arguments (e.g. `--token-file`).
 async fn sdk_with(gw: &TestGateway, extra: &[String], actions: &[String]) -> Vec<Value> {
-    let mut args = vec![
-        "--endpoint".to_string(),
-        format!("{}/{ACCOUNT}", gw.url()),
-        "--ca".to_string(),
-        gw.certs.ca.display().to_string(),
-    ];
+    let mut args = gateway_args(gw);
     args.extend(extra.iter().cloned());
     args.extend(actions.iter().cloned());
     tokio::task::spawn_blocking(move || run_blob_client(&args))

@@ -5,7 +5,7 @@
 //! workflow exists); nothing refused reaches the upstream.
 #![allow(clippy::unwrap_used)]
 use bytes::Bytes;
-use portcullis_tests::azurite::{ACCOUNT, Azurite, KEY, run_blob_client};
+use portcullis_tests::azurite::{ACCOUNT, Azurite, KEY, gateway_args, run_blob_client};
 use portcullis_tests::gateway::TestGateway;
 use portcullis_tests::mock_upstream::{MockUpstream, Reply};
 use serde_json::Value;
@@ -123,12 +123,7 @@ credential = {{ type = "azure-shared-key", account = "{ACCOUNT}", key_file = "ac
         std::fs::write(dir.join("account-key"), format!("{KEY}\n")).unwrap();
     })
     .await;
-    let mut args = vec![
-        "--endpoint".to_string(),
-        format!("{}/{ACCOUNT}", gw.url()),
-        "--ca".to_string(),
-        gw.certs.ca.display().to_string(),
-    ];
+    let mut args = gateway_args(&gw);
     args.extend(
         [
             "create-container:work",

@@ -308,18 +308,16 @@ fn usable(jwks: &[Jwk]) -> (Keys, [u8; 32]) {
 /// Keep `keys` fresh: every `interval` once loaded, with a growing backoff while the IdP
 /// fails. Ends when the key set is dropped.
 pub fn spawn_refresher(keys: &Arc<KeySet>) {
-    let weak: Weak<KeySet> = Arc::downgrade(keys);
-    let loaded = keys.current().is_some();
+    let mut wait = match keys.current() {
+        Some(_) => keys.interval,
+        None => RETRY_FIRST,
+    };
+    let keys: Weak<KeySet> = Arc::downgrade(keys);
     tokio::spawn(async move {
         let mut retry = RETRY_FIRST;
-        let mut wait = match weak.upgrade() {
-            Some(k) if loaded => k.interval,
-            Some(_) => retry,
-            None => return,
-        };
         loop {
             tokio::time::sleep(wait).await;
-            let Some(keys) = weak.upgrade() else { return };
+            let Some(keys) = keys.upgrade() else { return };
             wait = if keys.refresh().await {
                 retry = RETRY_FIRST;
                 keys.interval

@@ -321,6 +321,14 @@ fn hex(b: u8) -> Option<u8> {
     (b as char).to_digit(16).map(|d| d as u8)
 }
 
+/// The byte a `%XX` escape at `bytes[i]` stands for, if there is one.
+fn escape_at(bytes: &[u8], i: usize) -> Option<u8> {
+    if bytes.get(i) != Some(&b'%') {
+        return None;
+    }
+    Some(hex(*bytes.get(i + 1)?)? << 4 | hex(*bytes.get(i + 2)?)?)
+}
+
 /// Decode `%XX` escapes; a `%` not followed by two hex digits stays as it is. `None` if the
 /// result is not UTF-8.
 pub fn percent_decode(s: &str) -> Option<String> {
@@ -328,13 +336,8 @@ pub fn percent_decode(s: &str) -> Option<String> {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'%'
-            && let (Some(h), Some(l)) = (
-                bytes.get(i + 1).copied().and_then(hex),
-                bytes.get(i + 2).copied().and_then(hex),
-            )
-        {
-            out.push(h << 4 | l);
+        if let Some(c) = escape_at(bytes, i) {
+            out.push(c);
             i += 3;
         } else {
             out.push(bytes[i]);
@@ -351,18 +354,12 @@ fn decode_unreserved(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'%'
-            && let (Some(h), Some(l)) = (
-                bytes.get(i + 1).copied().and_then(hex),
-                bytes.get(i + 2).copied().and_then(hex),
-            )
+        if let Some(c) = escape_at(bytes, i)
+            && (c.is_ascii_alphanumeric() || b"-._~".contains(&c))
         {
-            let c = h << 4 | l;
-            if c.is_ascii_alphanumeric() || b"-._~".contains(&c) {
-                out.push(c as char);
-                i += 3;
-                continue;
-            }
+            out.push(c as char);
+            i += 3;
+            continue;
         }
         // Copy one character (the input is a &str: stay on character boundaries).
         let ch = s[i..].chars().next().unwrap_or('\u{fffd}');
