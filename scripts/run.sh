@@ -49,7 +49,7 @@ echo
 echo "== GET /hello.json without a token (401: every route needs a verified identity):"
 curl -sS -i http://127.0.0.1:8080/hello.json
 echo
-echo "== GET /hello.json as an agent (allowed, forwarded to the example upstream):"
+echo "== GET /hello.json as an agent (allowed; the owner's e-mail address masked by the mask plugin):"
 curl -sS -i -H "authorization: Bearer $agent" http://127.0.0.1:8080/hello.json
 echo
 echo "== DELETE /admin/users/7 as an agent (denied by plugin-template; never reaches the upstream):"

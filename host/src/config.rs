@@ -32,13 +32,65 @@ pub struct Config {
     /// The routes, `[[route]]` tables, tried in order; the first match serves the request.
     #[serde(default, rename = "route")]
     pub routes: Vec<RouteConfig>,
+    /// How the host masks response bodies.
+    #[serde(default)]
+    pub masking: MaskingConfig,
+    /// Hot reload of plugins and policy.
+    #[serde(default)]
+    pub reload: ReloadConfig,
+    /// The file this configuration was read from (set by `load`; none when parsed from text).
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
     /// The directory of the configuration file, for relative paths (set by `load`).
     #[serde(skip)]
     pub base_dir: PathBuf,
 }
 
+/// `[reload]`: hot reload of plugins and policy while the gateway serves.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReloadConfig {
+    /// Watch the plugin directory and the configuration file's directory, and reload when a
+    /// file lands there (a reload can also be asked for through the admin API).
+    #[serde(default = "default_true")]
+    pub watch: bool,
+    /// Wait this long after the last change before reloading, so a file being written, or
+    /// several landing together, give one reload.
+    #[serde(default = "default_debounce", with = "humantime_serde")]
+    pub debounce: Duration,
+}
+
+impl Default for ReloadConfig {
+    fn default() -> Self {
+        ReloadConfig {
+            watch: true,
+            debounce: default_debounce(),
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_debounce() -> Duration {
+    Duration::from_millis(200)
+}
+
+/// `[masking]`: settings of the host's mask executor.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MaskingConfig {
+    /// A file holding the key of the `hash` mask strategy (at least 32 bytes; a trailing line
+    /// end is ignored), relative to the configuration file. Unset: a plan that hashes fails
+    /// closed (502). The key makes masked values correlate without revealing them: keep it
+    /// secret and stable (a new key changes every hashed value).
+    #[serde(default)]
+    pub hash_key_file: Option<PathBuf>,
+}
+
 /// `[engine]`: limits shared by every plugin.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct EngineConfig {
     /// Plugin instances alive at once, across all plugins.
@@ -72,7 +124,7 @@ fn default_max_memory() -> ByteSize {
 }
 
 /// `[server]`: where the gateway listens and how it stops.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
     /// The gateway's listener, e.g. `"127.0.0.1:8443"`.
@@ -121,7 +173,7 @@ fn default_max_header_bytes() -> ByteSize {
 }
 
 /// `[server.tls]`: the gateway's certificate.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
     /// PEM certificate chain, leaf first.
@@ -248,7 +300,7 @@ impl AccessConfig {
 
 /// `[[identity_provider]]`: an OIDC issuer (Entra ID or any other) whose access tokens the
 /// gateway verifies against the issuer's published keys.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct IdentityProviderConfig {
     /// Unique name; routes and access rules refer to it.
@@ -536,13 +588,15 @@ impl Config {
             .parent()
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from("."));
-        Config::parse(&text, &base_dir).map_err(|e| match e {
+        let mut config = Config::parse(&text, &base_dir).map_err(|e| match e {
             ConfigError::Parse { reason, .. } => ConfigError::Parse {
                 path: path.display().to_string(),
                 reason,
             },
             other => other,
-        })
+        })?;
+        config.source = Some(path.to_path_buf());
+        Ok(config)
     }
 
     /// Parse and validate configuration text; relative paths are taken from `base_dir`.
@@ -610,6 +664,14 @@ impl Config {
             if p.instance == InstanceKind::Reuse && p.reuse_calls == 0 {
                 problem(key("reuse_calls"), "must be at least 1".into());
             }
+        }
+        if let Some(f) = &self.masking.hash_key_file
+            && !self.path(f).is_file()
+        {
+            problem(
+                "masking.hash_key_file".into(),
+                format!("{} does not exist", self.path(f).display()),
+            );
         }
         self.validate_server(&mut problem);
         self.validate_identity_providers(&mut problem);

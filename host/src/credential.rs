@@ -280,7 +280,7 @@ impl Credential {
 }
 
 /// A secret file's bytes, without trailing line ends; an empty file is an error.
-fn read_secret(path: &Path) -> Result<Vec<u8>, CredentialError> {
+pub(crate) fn read_secret(path: &Path) -> Result<Vec<u8>, CredentialError> {
     let mut bytes = std::fs::read(path).map_err(|e| CredentialError::Read {
         path: path.to_path_buf(),
         reason: e.to_string(),

@@ -1,5 +1,5 @@
 //! The gateway's state, built from a configuration: the plugin engine, the loaded plugin set,
-//! and the routes with their chains and upstreams.
+//! and the routes with their chains and upstreams. A reload (`reload.rs`) builds a new one.
 use std::sync::Arc;
 
 use crate::auth::{Access, Identity};
@@ -8,15 +8,20 @@ use crate::plugin::{self, PluginEngine, PluginError, PluginSet};
 use crate::route::{Route, host_of};
 use crate::upstream::{Upstream, UpstreamError};
 
-/// Everything a request needs. Immutable once built.
+/// Everything a request needs. Immutable once built: a reload builds a new one, and a request
+/// keeps the one it started with.
 #[derive(Debug)]
 pub struct Gateway {
     /// Routes in configuration order: the first that serves a request takes it.
     pub routes: Vec<Route>,
     /// The loaded plugins.
     pub plugins: Arc<PluginSet>,
-    /// The identity providers and the cache of verified tokens.
-    pub identity: Identity,
+    /// The identity providers and the cache of verified tokens (kept across reloads).
+    pub identity: Arc<Identity>,
+    /// The plugin engine (kept across reloads, with its compiled-component cache).
+    pub engine: PluginEngine,
+    /// The configuration this gateway was built from.
+    pub config: Arc<Config>,
     /// The key for keyed-hash masking; none configured: such plans fail closed.
     pub hash_key: Option<Vec<u8>>,
     /// Largest request head (URI and headers) accepted: `server.max_header_bytes`.
@@ -35,6 +40,9 @@ pub enum BuildError {
     /// An identity provider could not be set up.
     #[error("{0}")]
     Identity(String),
+    /// The hash key of the masking settings could not be read.
+    #[error("masking.hash_key_file: {0}")]
+    HashKey(String),
     /// A route's upstream could not be set up.
     #[error("route[{index}] ({name}): {source}")]
     Upstream {
@@ -60,14 +68,15 @@ impl Gateway {
         let identity = Identity::start(config)
             .await
             .map_err(BuildError::Identity)?;
-        Gateway::with_plugins(config, plugins, identity)
+        Gateway::assemble(config, engine, plugins, Arc::new(identity))
     }
 
-    /// Build the routes of a configuration over an already loaded plugin set and identity.
-    pub fn with_plugins(
+    /// Build the routes of a configuration over an engine, a loaded plugin set and identity.
+    pub fn assemble(
         config: &Config,
+        engine: PluginEngine,
         plugins: Arc<PluginSet>,
-        identity: Identity,
+        identity: Arc<Identity>,
     ) -> Result<Gateway, BuildError> {
         let mut routes = Vec::with_capacity(config.routes.len());
         // Names were validated with the configuration; an unknown one here matches nothing.
@@ -104,11 +113,17 @@ impl Gateway {
                 access,
             ));
         }
+        let hash_key = match &config.masking.hash_key_file {
+            None => None,
+            Some(file) => Some(read_hash_key(&config.path(file))?),
+        };
         Ok(Gateway {
             routes,
             plugins,
             identity,
-            hash_key: None,
+            engine,
+            config: Arc::new(config.clone()),
+            hash_key,
             max_header_bytes: config.server.max_header_bytes.as_u64(),
         })
     }
@@ -118,4 +133,23 @@ impl Gateway {
         let host = authority.map(host_of);
         self.routes.iter().find(|r| r.serves(host, path))
     }
+}
+
+/// Shortest hash key accepted: an HMAC-SHA-256 key of less than 256 bits can be guessed more
+/// easily than the hash it keys.
+const HASH_KEY_MIN: usize = 32;
+
+/// The masking hash key: the file's bytes (a trailing line end ignored), at least
+/// [`HASH_KEY_MIN`] of them. The error names the file, never its content.
+fn read_hash_key(path: &std::path::Path) -> Result<Vec<u8>, BuildError> {
+    let key =
+        crate::credential::read_secret(path).map_err(|e| BuildError::HashKey(e.to_string()))?;
+    if key.len() < HASH_KEY_MIN {
+        return Err(BuildError::HashKey(format!(
+            "{}: {} bytes, at least {HASH_KEY_MIN} needed (e.g. `head -c 32 /dev/urandom > FILE`)",
+            path.display(),
+            key.len()
+        )));
+    }
+    Ok(key)
 }

@@ -46,6 +46,16 @@
 //! [`MaskError::UnknownGroup`] when the pattern has no such group). A match where the group did
 //! not take part, and an empty match, mask nothing.
 //!
+//! A target's `check` then looks at the text to be masked (the group, or the whole match) and
+//! keeps only the real values, so that look-alikes stay readable:
+//! - `luhn`: 12 to 19 digits, single spaces or dashes between them ignored, nothing else,
+//!   passing the Luhn checksum (payment cards; an order number that fails it is kept).
+//! - `iban`: ISO 13616 — two letters, two check digits, 11 to 30 letters or digits (15 to 34 in
+//!   all; spaces ignored, letters in either case), whose mod-97 remainder is 1.
+//! - `min-entropy(b)`: a Shannon entropy of at least `b` bits per character (secrets: a UUID or
+//!   a hex digest has at most 4). A check with a value that is not a finite number is refused
+//!   by the contract checks before a plan gets here; here it masks nothing.
+//!
 //! # Overlaps
 //! Within one string value (or the whole text), the spans of every edit of every plan are
 //! collected; spans that overlap (share at least one byte) are merged, transitively, into their
@@ -68,6 +78,14 @@
 //! [`Masked::masked`] counts the values and spans a strategy was applied to. When the output
 //! is byte for byte the input, [`Masked::body`] is a copy of the input and `changed` is false.
 //!
+//! [`Masked::findings`] says what was masked where, for the audit log, never the values: per
+//! edit `kind` (of the edit whose strategy was applied) and location, how many values and spans.
+//! The location of a text body is `body`; in a JSON body it is the JSON pointer of the value,
+//! with every array index written `*` (a listing of a thousand items gives one finding per
+//! field, not a thousand). At most [`FINDINGS_MAX`] (kind, location) pairs are kept; the counts
+//! of any further ones go to their kind's location `(more)`. Findings are sorted by kind, then
+//! location.
+//!
 //! # Cost
 //! One validating pass over a JSON body (no tree, no recursion; at most [`MAX_DEPTH`] nested
 //! containers, else [`MaskError::TooDeep`]), plus, per regex edit, one search of the whole body. A string value is then
@@ -80,7 +98,7 @@ use std::fmt::Write as _;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use crate::plugin::{MaskPlan, MaskTarget, Strategy};
+use crate::plugin::{Check, Finding, MaskPlan, MaskTarget, Strategy};
 
 /// How a body is read for masking.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,7 +145,7 @@ pub struct PlanRef<'a> {
 }
 
 /// The outcome of [`apply`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Masked {
     /// The masked body (the input itself when nothing changed).
     pub body: Vec<u8>,
@@ -135,6 +153,8 @@ pub struct Masked {
     pub changed: bool,
     /// How many values and spans a strategy was applied to.
     pub masked: usize,
+    /// What was masked where (see the module documentation). Never the values.
+    pub findings: Vec<Finding>,
 }
 
 /// Why a body could not be masked. Never carries body content or matched values.
@@ -217,6 +237,28 @@ pub enum MaskError {
     /// A plan uses the hash strategy and the operator configured no hash key.
     #[error("a mask plan uses the hash strategy but no hash key is configured")]
     NoHashKey,
+    /// The masked body is one part (`Content-Range`) of a larger resource: the client would
+    /// put together parts masked separately, at offsets that no longer agree.
+    #[error(
+        "the response is a partial range of a larger resource and masking changed it; \
+         request the whole resource"
+    )]
+    PartialContent,
+}
+
+/// The `Content-Range` of a masked body of `len` bytes, from the upstream's `range`: a range
+/// that was the whole resource (`bytes 0-N/N+1`) becomes the whole masked body; a part of a
+/// larger (or unknown-size) resource is [`MaskError::PartialContent`].
+pub fn masked_range(range: &str, len: usize) -> Result<String, MaskError> {
+    let whole = range
+        .strip_prefix("bytes 0-")
+        .and_then(|r| r.split_once('/'))
+        .and_then(|(last, total)| Some((last.parse::<u64>().ok()?, total.parse::<u64>().ok()?)))
+        .is_some_and(|(last, total)| last.checked_add(1) == Some(total));
+    if !whole || len == 0 {
+        return Err(MaskError::PartialContent);
+    }
+    Ok(format!("bytes 0-{}/{len}", len - 1))
 }
 
 /// Apply every plan, in chain order, to `body`. `hash_key` is the operator's key for
@@ -236,22 +278,72 @@ pub fn apply(
             offset: e.valid_up_to(),
         },
     })?;
+    let mut findings = Findings::default();
     let (out, masked) = match kind {
-        BodyKind::Json => JsonMasker::new(text, &program).run()?,
-        BodyKind::Text => mask_text(text, &program)?,
+        BodyKind::Json => JsonMasker::new(text, &program, &mut findings).run()?,
+        BodyKind::Text => mask_text(text, &program, &mut findings)?,
     };
+    let findings = findings.into_list();
     Ok(match out {
         Some(out) if out != body => Masked {
             body: out,
             changed: true,
             masked,
+            findings,
         },
         _ => Masked {
             body: body.to_vec(),
             changed: false,
             masked,
+            findings,
         },
     })
+}
+
+/// Findings as one line for a log: `kind at location ×count`, comma-separated.
+pub fn summarize<'a>(findings: impl IntoIterator<Item = &'a Finding>) -> String {
+    let mut line = String::new();
+    for f in findings {
+        if !line.is_empty() {
+            line.push_str(", ");
+        }
+        let _ = write!(line, "{} at {} ×{}", f.kind, f.location, f.count);
+    }
+    line
+}
+
+/// Most distinct (kind, location) pairs reported for one body.
+pub const FINDINGS_MAX: usize = 256;
+
+/// Counts of masked values by (edit kind, location), bounded by [`FINDINGS_MAX`].
+#[derive(Default)]
+struct Findings {
+    counts: std::collections::BTreeMap<(String, String), u32>,
+}
+
+impl Findings {
+    /// Count `n` values masked by edit `id` at `location`.
+    fn add(&mut self, program: &Program<'_>, id: EditId, location: &str, n: usize) {
+        let kind = program.kinds.get(id as usize).copied().unwrap_or_default();
+        let n = u32::try_from(n).unwrap_or(u32::MAX);
+        let mut key = (kind.to_owned(), location.to_owned());
+        if !self.counts.contains_key(&key) && self.counts.len() >= FINDINGS_MAX {
+            key.1 = "(more)".to_owned();
+        }
+        let count = self.counts.entry(key).or_default();
+        *count = count.saturating_add(n);
+    }
+
+    fn into_list(self) -> Vec<Finding> {
+        self.counts
+            .into_iter()
+            .map(|((kind, location), count)| Finding {
+                kind,
+                count,
+                location,
+            })
+            .collect()
+    }
 }
 
 /// Most containers open at once in a JSON body: each costs a frame of state, so a body of
@@ -265,6 +357,8 @@ type EditId = u32;
 struct Program<'a> {
     /// Strategy of each edit, by id.
     strategies: Vec<&'a Strategy>,
+    /// Kind of each edit, by id: what its findings are called.
+    kinds: Vec<&'a str>,
     pointers: Vec<Pointer>,
     /// Regex edits, in id order.
     regexes: Vec<RegexEdit<'a>>,
@@ -305,6 +399,7 @@ struct RegexEdit<'a> {
     id: EditId,
     re: &'a regex::Regex,
     group: usize,
+    check: Check,
 }
 
 struct RangeEdit {
@@ -322,6 +417,7 @@ impl<'a> Program<'a> {
     ) -> Result<Program<'a>, MaskError> {
         let mut program = Program {
             strategies: Vec::new(),
+            kinds: Vec::new(),
             pointers: Vec::new(),
             regexes: Vec::new(),
             ranges: Vec::new(),
@@ -332,6 +428,7 @@ impl<'a> Program<'a> {
             for (edit_at, edit) in plan.plan.edits.iter().enumerate() {
                 let id = EditId::try_from(program.strategies.len()).unwrap_or(EditId::MAX);
                 program.strategies.push(&edit.strategy);
+                program.kinds.push(&edit.kind);
                 uses_hash |= matches!(edit.strategy, Strategy::Hash(_));
                 match &edit.target {
                     MaskTarget::JsonPointer(p) => {
@@ -361,7 +458,12 @@ impl<'a> Program<'a> {
                                 groups: re.captures_len(),
                             });
                         }
-                        program.regexes.push(RegexEdit { id, re, group });
+                        program.regexes.push(RegexEdit {
+                            id,
+                            re,
+                            group,
+                            check: r.check,
+                        });
                     }
                     MaskTarget::ByteRange(r) => {
                         if kind == BodyKind::Json {
@@ -387,11 +489,19 @@ impl<'a> Program<'a> {
         Ok(program)
     }
 
-    /// Rewrite `value` into `out`: the merged `spans` with their strategies, the rest as is.
-    /// Returns how many spans were rewritten.
-    fn rewrite(&self, value: &str, spans: &[Span], out: &mut String) -> usize {
+    /// Rewrite `value` into `out`: the merged `spans` with their strategies, the rest as is,
+    /// counting each span in `findings` at `location`. Returns how many spans were rewritten.
+    fn rewrite(
+        &self,
+        value: &str,
+        spans: &[Span],
+        out: &mut String,
+        findings: &mut Findings,
+        location: &str,
+    ) -> usize {
         let mut at = 0;
         for span in spans {
+            findings.add(self, span.id, location, 1);
             out.push_str(value.get(at..span.start).unwrap_or_default());
             self.write_masked(
                 value.get(span.start..span.end).unwrap_or_default(),
@@ -456,20 +566,16 @@ impl<'a> Program<'a> {
 impl RegexEdit<'_> {
     /// Add the non-empty spans this edit masks in `value` to `spans`.
     fn find_spans(&self, value: &str, spans: &mut Vec<Span>) {
+        let keep = |m: &regex::Match<'_>| !m.is_empty() && passes(self.check, m.as_str());
         if self.group == 0 {
-            spans.extend(
-                self.re
-                    .find_iter(value)
-                    .filter(|m| !m.is_empty())
-                    .map(|m| Span {
-                        start: m.start(),
-                        end: m.end(),
-                        id: self.id,
-                    }),
-            );
+            spans.extend(self.re.find_iter(value).filter(keep).map(|m| Span {
+                start: m.start(),
+                end: m.end(),
+                id: self.id,
+            }));
         } else {
             for caps in self.re.captures_iter(value) {
-                if let Some(m) = caps.get(self.group).filter(|m| !m.is_empty()) {
+                if let Some(m) = caps.get(self.group).filter(keep) {
                     spans.push(Span {
                         start: m.start(),
                         end: m.end(),
@@ -479,6 +585,95 @@ impl RegexEdit<'_> {
             }
         }
     }
+}
+
+/// Whether `text` passes a regex target's check (see the module documentation).
+fn passes(check: Check, text: &str) -> bool {
+    match check {
+        Check::None => true,
+        Check::Luhn => luhn(text),
+        Check::Iban => iban(text),
+        Check::MinEntropy(bits) => bits.is_finite() && entropy(text) >= f64::from(bits),
+    }
+}
+
+/// 12 to 19 digits, single spaces or dashes between them allowed, passing the Luhn checksum.
+fn luhn(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    let mut digits = 0usize;
+    let mut sum = 0u32;
+    // From the right, every second digit doubled.
+    for (i, &b) in bytes.iter().enumerate().rev() {
+        match b {
+            b'0'..=b'9' => {
+                let d = u32::from(b - b'0');
+                sum += if digits % 2 == 1 {
+                    if d > 4 { d * 2 - 9 } else { d * 2 }
+                } else {
+                    d
+                };
+                digits += 1;
+            }
+            b' ' | b'-' => {
+                let between = i > 0
+                    && i + 1 < bytes.len()
+                    && bytes[i - 1].is_ascii_digit()
+                    && bytes[i + 1].is_ascii_digit();
+                if !between {
+                    return false;
+                }
+            }
+            _ => return false,
+        }
+    }
+    (12..=19).contains(&digits) && sum.is_multiple_of(10)
+}
+
+/// An IBAN (ISO 13616): country letters, check digits, 11 to 30 alphanumerics; mod 97 is 1.
+fn iban(text: &str) -> bool {
+    let compact: Vec<u8> = text
+        .bytes()
+        .filter(|&b| b != b' ')
+        .map(|b| b.to_ascii_uppercase())
+        .collect();
+    let shaped = (15..=34).contains(&compact.len())
+        && compact[..2].iter().all(u8::is_ascii_uppercase)
+        && compact[2..4].iter().all(u8::is_ascii_digit)
+        && compact[4..].iter().all(u8::is_ascii_alphanumeric);
+    if !shaped {
+        return false;
+    }
+    // The first four characters move to the end; letters count as 10..=35.
+    let mut rest = 0u32;
+    for &b in compact[4..].iter().chain(&compact[..4]) {
+        rest = if b.is_ascii_digit() {
+            (rest * 10 + u32::from(b - b'0')) % 97
+        } else {
+            (rest * 100 + u32::from(b - b'A') + 10) % 97
+        };
+    }
+    rest == 1
+}
+
+/// Shannon entropy of `text` in bits per character.
+fn entropy(text: &str) -> f64 {
+    let mut counts: std::collections::HashMap<char, u32> = std::collections::HashMap::new();
+    let mut total = 0u32;
+    for c in text.chars() {
+        *counts.entry(c).or_default() += 1;
+        total += 1;
+    }
+    if total == 0 {
+        return 0.0;
+    }
+    let total = f64::from(total);
+    counts
+        .values()
+        .map(|&n| {
+            let p = f64::from(n) / total;
+            -p * p.log2()
+        })
+        .sum()
 }
 
 /// Whether a pattern's matches never depend on what lies outside the searched text: no `^`,
@@ -576,7 +771,11 @@ fn merge_spans(spans: &mut Vec<Span>) {
 }
 
 /// Mask a text body: regexes and byte ranges over the whole text.
-fn mask_text(text: &str, program: &Program<'_>) -> Result<(Option<Vec<u8>>, usize), MaskError> {
+fn mask_text(
+    text: &str,
+    program: &Program<'_>,
+    findings: &mut Findings,
+) -> Result<(Option<Vec<u8>>, usize), MaskError> {
     let mut spans = Vec::new();
     for r in &program.ranges {
         let bad = || MaskError::BadRange {
@@ -608,7 +807,7 @@ fn mask_text(text: &str, program: &Program<'_>) -> Result<(Option<Vec<u8>>, usiz
         return Ok((None, 0));
     }
     let mut out = String::with_capacity(text.len());
-    let masked = program.rewrite(text, &spans, &mut out);
+    let masked = program.rewrite(text, &spans, &mut out, findings, "body");
     Ok((Some(out.into_bytes()), masked))
 }
 
@@ -620,6 +819,11 @@ struct Frame {
     depth: usize,
     /// Index of the current element (arrays).
     index: usize,
+    /// The current member's name as written, and whether it has escapes (objects).
+    key: (usize, usize, bool),
+    /// Whether a regex edit matches that name (so a location must not show it); `None`: not
+    /// worked out yet.
+    key_hidden: Option<bool>,
     /// The earliest pointer edit that reaches this container (or an ancestor).
     covered: Option<EditId>,
     /// Pointers (indices into `Program::pointers`) whose first `depth` segments match this
@@ -686,11 +890,14 @@ impl Prefilter {
 
 /// One pass over a JSON document: validates it (RFC 8259) and rewrites the values that a
 /// pointer reaches or a regex matches, copying everything else as is.
-struct JsonMasker<'p, 'b> {
+struct JsonMasker<'p, 'b, 'f> {
     src: &'b str,
     bytes: &'b [u8],
     pos: usize,
     program: &'p Program<'p>,
+    findings: &'f mut Findings,
+    /// The location of the value being masked, built only when something is.
+    location: String,
     /// The rewritten body so far; `None` until the first rewrite.
     out: Option<Vec<u8>>,
     /// Bytes of the input already copied to (or replaced in) `out`.
@@ -712,8 +919,8 @@ struct JsonMasker<'p, 'b> {
     wanted: Vec<usize>,
 }
 
-impl<'p, 'b> JsonMasker<'p, 'b> {
-    fn new(src: &'b str, program: &'p Program<'p>) -> Self {
+impl<'p, 'b, 'f> JsonMasker<'p, 'b, 'f> {
+    fn new(src: &'b str, program: &'p Program<'p>, findings: &'f mut Findings) -> Self {
         let mut next_covered = None;
         let mut next_alive = Vec::new();
         for (i, p) in program.pointers.iter().enumerate() {
@@ -728,6 +935,8 @@ impl<'p, 'b> JsonMasker<'p, 'b> {
             bytes: src.as_bytes(),
             pos: 0,
             program,
+            findings,
+            location: String::new(),
             out: None,
             copied: 0,
             masked: 0,
@@ -900,6 +1109,8 @@ impl<'p, 'b> JsonMasker<'p, 'b> {
         }
         self.pos += 1;
         let top = self.open - 1;
+        self.frames[top].key = (start, end, escaped);
+        self.frames[top].key_hidden = None;
         if self.frames[top].alive.is_empty() {
             self.next_alive.clear();
             self.next_covered = self.frames[top].covered;
@@ -1056,9 +1267,12 @@ impl<'p, 'b> JsonMasker<'p, 'b> {
             }
         }
         if !spans.is_empty() {
+            self.locate();
             let mut rewritten = std::mem::take(&mut self.rewritten);
             rewritten.clear();
-            self.masked += self.program.rewrite(value, &spans, &mut rewritten);
+            self.masked +=
+                self.program
+                    .rewrite(value, &spans, &mut rewritten, self.findings, &self.location);
             self.replace(token_start, &rewritten);
             self.rewritten = rewritten;
         }
@@ -1127,12 +1341,58 @@ impl<'p, 'b> JsonMasker<'p, 'b> {
         };
         let src = self.src;
         let text = src.get(start..self.pos).unwrap_or_default();
+        self.locate();
+        self.findings.add(self.program, id, &self.location, 1);
         let mut rewritten = std::mem::take(&mut self.rewritten);
         rewritten.clear();
         self.program.write_masked(text, id, &mut rewritten);
         self.masked += 1;
         self.replace(start, &rewritten);
         self.rewritten = rewritten;
+    }
+
+    /// Write the JSON pointer of the value being parsed to `location`: array indices, and
+    /// member names that a regex edit of the plans matches (data used as a name, such as an
+    /// object keyed by e-mail address), are written `*`.
+    fn locate(&mut self) {
+        self.location.clear();
+        let mut name = std::mem::take(&mut self.key);
+        let mut spans = std::mem::take(&mut self.spans);
+        for frame in &mut self.frames[..self.open] {
+            self.location.push('/');
+            if !frame.object || frame.key_hidden == Some(true) {
+                self.location.push('*');
+                continue;
+            }
+            let (start, end, escaped) = frame.key;
+            let raw = self.src.get(start..end).unwrap_or_default();
+            name.clear();
+            // The name was validated when its member was parsed.
+            if !(escaped && unescape(raw, &mut name)) {
+                name.clear();
+                name.push_str(raw);
+            }
+            let hidden = *frame.key_hidden.get_or_insert_with(|| {
+                self.program.regexes.iter().any(|edit| {
+                    spans.clear();
+                    edit.find_spans(&name, &mut spans);
+                    !spans.is_empty()
+                })
+            });
+            if hidden {
+                self.location.push('*');
+                continue;
+            }
+            for c in name.chars() {
+                match c {
+                    '~' => self.location.push_str("~0"),
+                    '/' => self.location.push_str("~1"),
+                    c => self.location.push(c),
+                }
+            }
+        }
+        self.key = name;
+        self.spans = spans;
     }
 
     /// Replace the input token `start..pos` by the JSON string `value`.
@@ -1280,13 +1540,23 @@ mod tests {
         MaskEdit {
             target: MaskTarget::JsonPointer(p.to_owned()),
             strategy,
+            kind: "field".to_owned(),
         }
     }
 
     fn regex(pattern: u32, group: u32, strategy: Strategy) -> MaskEdit {
+        checked(pattern, group, Check::None, strategy)
+    }
+
+    fn checked(pattern: u32, group: u32, check: Check, strategy: Strategy) -> MaskEdit {
         MaskEdit {
-            target: MaskTarget::Regex(RegexTarget { pattern, group }),
+            target: MaskTarget::Regex(RegexTarget {
+                pattern,
+                group,
+                check,
+            }),
             strategy,
+            kind: format!("pattern-{pattern}"),
         }
     }
 
@@ -1294,6 +1564,7 @@ mod tests {
         MaskEdit {
             target: MaskTarget::ByteRange(ByteRange { start, end }),
             strategy,
+            kind: "range".to_owned(),
         }
     }
 
@@ -2277,7 +2548,7 @@ mod tests {
                         merge_spans(&mut spans);
                         if !spans.is_empty() {
                             let mut out = String::new();
-                            program.rewrite(s, &spans, &mut out);
+                            program.rewrite(s, &spans, &mut out, &mut Findings::default(), "");
                             *s = out;
                             rewrites += 1;
                         }
@@ -2290,5 +2561,197 @@ mod tests {
             assert_eq!(ours, want, "body {body} patterns {picks:?}");
         }
         assert!(rewrites > 2000, "{rewrites}");
+    }
+
+    #[test]
+    fn luhn_accepts_card_numbers_and_refuses_look_alikes() {
+        for good in [
+            "4111111111111111",
+            "4111 1111 1111 1111",
+            "4111-1111-1111-1111",
+            "378282246310005",
+            "6011000990139424",
+            "5555555555554444",
+        ] {
+            assert!(luhn(good), "{good}");
+        }
+        for bad in [
+            "4111111111111112",     // checksum off by one
+            "1234567812345678",     // 16 digits, Luhn-invalid
+            "00000000000",          // 11 digits: too short even though the sum is 0
+            "00000000000000000000", // 20 digits
+            "4111  1111 1111 1111", // two separators
+            "-4111111111111111",
+            "4111111111111111 ",
+            "4111.1111.1111.1111",
+            "",
+        ] {
+            assert!(!luhn(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn iban_checks_mod_97() {
+        for good in [
+            "GB82WEST12345698765432",
+            "GB82 WEST 1234 5698 7654 32",
+            "DE89370400440532013000",
+            "FR1420041010050500013M02606",
+            "gb82west12345698765432",
+        ] {
+            assert!(iban(good), "{good}");
+        }
+        for bad in [
+            "GB82WEST12345698765433",
+            "GB00WEST12345698765432",
+            "1282WEST12345698765432",
+            "GB8XWEST12345698765432",
+            "GB82WEST1234",
+            "GB82-WEST-1234-5698-7654-32",
+        ] {
+            assert!(!iban(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn entropy_separates_secrets_from_ids() {
+        assert!(entropy("aaaaaaaa") < 0.01);
+        assert!((entropy("abcd") - 2.0).abs() < 1e-9);
+        // A UUID and a hex digest stay at or under 4 bits per character; a random base64
+        // secret is well above.
+        assert!(entropy("0b1f64711bf04ddaaec3cb9272f09590") <= 4.0);
+        assert!(entropy("9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08") <= 4.0);
+        assert!(entropy("Zm9vYmFyQmF6UXV4K3Nv/MeWk1pZ2h0QmVTZWNyZXQ") > 4.3);
+    }
+
+    #[test]
+    fn checks_keep_look_alikes_readable() {
+        let pats = [
+            r"\b\d(?:[ -]?\d){11,18}\b",
+            r"[A-Z]{2}\d{2}[A-Z0-9]{11,30}",
+            r"[A-Za-z0-9+/]{32,}",
+        ];
+        let edits = vec![
+            checked(0, 0, Check::Luhn, redact("CARD")),
+            checked(1, 0, Check::Iban, redact("IBAN")),
+            checked(2, 0, Check::MinEntropy(4.3), redact("SECRET")),
+        ];
+        let body = json!({
+            "card": "paid with 4111 1111 1111 1111 today",
+            "order": "order 1234567812345678",
+            "iban": "to GB82WEST12345698765432",
+            "not_iban": "ref GB82WEST12345698765433",
+            "secret": "Zm9vYmFyQmF6UXV4K3Nv/MeWk1pZ2h0QmVTZWNyZXQ",
+            "digest": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+        });
+        let out = mask_json(&body.to_string(), edits, &pats);
+        assert_eq!(
+            out,
+            json!({
+                "card": "paid with [CARD] today",
+                "order": "order 1234567812345678",
+                "iban": "to [IBAN]",
+                "not_iban": "ref GB82WEST12345698765433",
+                "secret": "[SECRET]",
+                "digest": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+            })
+        );
+    }
+
+    #[test]
+    fn findings_count_kinds_by_location_without_values() {
+        let pats = [r"[a-z]+@example\.com"];
+        let mut email = regex(0, 0, redact("EMAIL"));
+        email.kind = "email".into();
+        let mut key = pointer("/value/*/key", redact("KEY"));
+        key.kind = "storage-key".into();
+        let body = r#"{"value":[{"key":"k1","owner":"ann@example.com"},
+            {"key":"k2","owner":"bob@example.com","tags":{"a/b~c":"cy@example.com"}},
+            {"x":1}],
+            "byMail":{"dan@example.com":{"note":"eve@example.com"}}}"#;
+        let masked = run(
+            body,
+            BodyKind::Json,
+            &[(plan(vec![email, key]), patterns(&pats))],
+        )
+        .unwrap();
+        let got: Vec<(String, String, u32)> = masked
+            .findings
+            .iter()
+            .map(|f| (f.kind.clone(), f.location.clone(), f.count))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                // A member name a detector matches is written `*`.
+                ("email".into(), "/byMail/*/note".into(), 1),
+                ("email".into(), "/value/*/owner".into(), 2),
+                ("email".into(), "/value/*/tags/a~1b~0c".into(), 1),
+                ("storage-key".into(), "/value/*/key".into(), 2),
+            ]
+        );
+        assert_eq!(masked.masked, 6);
+        let line = summarize(&masked.findings);
+        assert!(!line.contains("example.com"), "{line}");
+        assert!(!line.contains("k1"), "{line}");
+
+        let text = run(
+            "ann@example.com and bob@example.com",
+            BodyKind::Text,
+            &[(plan(vec![regex(0, 0, redact("EMAIL"))]), patterns(&pats))],
+        )
+        .unwrap();
+        assert_eq!(text.findings.len(), 1);
+        assert_eq!(
+            (
+                text.findings[0].kind.as_str(),
+                text.findings[0].location.as_str(),
+                text.findings[0].count
+            ),
+            ("pattern-0", "body", 2)
+        );
+    }
+
+    #[test]
+    fn findings_are_bounded() {
+        let pats = [r"s\d+"];
+        let members: Vec<String> = (0..FINDINGS_MAX + 10)
+            .map(|i| format!("\"m{i}\":\"s{i}\""))
+            .collect();
+        let body = format!("{{{}}}", members.join(","));
+        let masked = run(
+            &body,
+            BodyKind::Json,
+            &[(plan(vec![regex(0, 0, redact("S"))]), patterns(&pats))],
+        )
+        .unwrap();
+        assert_eq!(masked.findings.len(), FINDINGS_MAX + 1);
+        let more = masked
+            .findings
+            .iter()
+            .find(|f| f.location == "(more)")
+            .unwrap();
+        assert_eq!(more.count, 10);
+        let total: u32 = masked.findings.iter().map(|f| f.count).sum();
+        assert_eq!(total as usize, FINDINGS_MAX + 10);
+    }
+
+    #[test]
+    fn a_masked_whole_range_is_rewritten_and_a_part_refused() {
+        assert_eq!(masked_range("bytes 0-99/100", 90).unwrap(), "bytes 0-89/90");
+        for part in [
+            "bytes 0-99/200",
+            "bytes 10-99/100",
+            "bytes 0-99/*",
+            "bytes */100",
+            "items 0-1/2",
+            "",
+        ] {
+            assert!(
+                matches!(masked_range(part, 90), Err(MaskError::PartialContent)),
+                "{part}"
+            );
+        }
+        assert!(masked_range("bytes 0-99/100", 0).is_err());
     }
 }

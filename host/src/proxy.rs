@@ -221,11 +221,11 @@ where
     let body = masked(
         gateway,
         route,
+        ids,
         &mut parts.headers,
         &outcome,
         raw,
         &plain,
-        encoding,
     )?;
     Ok(Response::from_parts(parts, full(body)))
 }
@@ -250,18 +250,21 @@ fn unmasked(
 
 /// Execute the response's mask plans natively. An unchanged body goes out byte for byte; a
 /// changed one is re-encoded as it came, with its length recomputed and its validators dropped.
+/// What was masked where (never a value) is logged.
 fn masked(
     gateway: &Gateway,
     route: &Route,
+    ids: &Ids,
     headers: &mut HeaderMap,
     outcome: &ResponseOutcome,
     raw: Bytes,
     plain: &[u8],
-    encoding: Encoding,
 ) -> Result<Bytes, GatewayError> {
     if outcome.masks.is_empty() {
         return Ok(raw);
     }
+    // The encoding the body came in, and goes back out in.
+    let encoding = Encoding::from_headers(headers)?;
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
@@ -284,11 +287,33 @@ fn masked(
         });
     }
     let result = mask::apply(plain, kind, &plans, gateway.hash_key.as_deref())?;
+    let reported = outcome.masks.iter().flat_map(|(_, plan)| &plan.findings);
+    if !result.findings.is_empty() || reported.clone().next().is_some() {
+        tracing::info!(
+            request_id = %ids.request_id,
+            route = %route.name,
+            masked = result.masked,
+            findings = %mask::summarize(result.findings.iter().chain(reported)),
+            "response body masked"
+        );
+    }
     if !result.changed {
         return Ok(raw);
     }
     let body = codec::encode(encoding, &result.body)?;
-    for stale in ["etag", "content-md5", "x-ms-content-crc64", "content-range"] {
+    if let Some(range) = headers.get(header::CONTENT_RANGE) {
+        let range = mask::masked_range(range.to_str().unwrap_or_default(), body.len())?;
+        headers.insert(
+            header::CONTENT_RANGE,
+            HeaderValue::from_str(&range).map_err(|e| GatewayError::Internal(e.to_string()))?,
+        );
+    }
+    for stale in [
+        "etag",
+        "content-md5",
+        "x-ms-content-crc64",
+        "x-ms-blob-content-md5",
+    ] {
         headers.remove(stale);
     }
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));

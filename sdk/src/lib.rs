@@ -48,13 +48,13 @@ pub mod bindings {
 pub use bindings::exports::portcullis::policy::plugin::Guest as __Guest;
 pub use bindings::portcullis::policy::host::{Body, Headers};
 pub use bindings::portcullis::policy::types::{
-    Approval, ByteRange, Deny, Descriptor, Finding, HeaderEdit, Level, MaskEdit, MaskPlan,
+    Approval, ByteRange, Check, Deny, Descriptor, Finding, HeaderEdit, Level, MaskEdit, MaskPlan,
     MaskTarget, Phases, Principal, RegexTarget, Replacement, Request, RequestVerdict,
     ResponseVerdict, Span, Strategy,
 };
 
 /// The version of the `portcullis:policy` contract this SDK builds against.
-pub const CONTRACT_VERSION: &str = "0.1.0";
+pub const CONTRACT_VERSION: &str = "0.2.0";
 
 /// A policy plugin. Implement the hooks for the phases declared in [`Plugin::describe`];
 /// the host never calls the others.
@@ -215,34 +215,42 @@ impl MaskPlan {
         }
     }
 
-    /// Mask every string at a JSON pointer (wildcard `*` segments allowed).
-    pub fn json_pointer(mut self, pointer: &str, strategy: Strategy) -> Self {
-        self.edits.push(MaskEdit {
-            target: MaskTarget::JsonPointer(pointer.to_string()),
-            strategy,
-        });
-        self
+    /// Mask every value at a JSON pointer (wildcard `*` segments allowed). The host reports
+    /// a finding of `kind` for each value masked.
+    pub fn json_pointer(self, kind: &str, pointer: &str, strategy: Strategy) -> Self {
+        self.edit(kind, MaskTarget::JsonPointer(pointer.to_string()), strategy)
     }
 
     /// Mask every match of host pattern `pattern` (its index in the descriptor's patterns).
-    pub fn regex(mut self, pattern: u32, strategy: Strategy) -> Self {
-        self.edits.push(MaskEdit {
-            target: MaskTarget::Regex(RegexTarget { pattern, group: 0 }),
-            strategy,
-        });
-        self
+    pub fn regex(self, kind: &str, pattern: u32, strategy: Strategy) -> Self {
+        let target = RegexTarget {
+            pattern,
+            group: 0,
+            check: Check::None,
+        };
+        self.edit(kind, MaskTarget::Regex(target), strategy)
     }
 
     /// Mask a byte range of a text body.
-    pub fn byte_range(mut self, start: u64, end: u64, strategy: Strategy) -> Self {
-        self.edits.push(MaskEdit {
-            target: MaskTarget::ByteRange(ByteRange { start, end }),
+    pub fn byte_range(self, kind: &str, start: u64, end: u64, strategy: Strategy) -> Self {
+        self.edit(
+            kind,
+            MaskTarget::ByteRange(ByteRange { start, end }),
             strategy,
+        )
+    }
+
+    /// Add any edit: e.g. a [`RegexTarget`] masking a capture group, or with a [`Check`].
+    pub fn edit(mut self, kind: &str, target: MaskTarget, strategy: Strategy) -> Self {
+        self.edits.push(MaskEdit {
+            target,
+            strategy,
+            kind: kind.to_string(),
         });
         self
     }
 
-    /// Record a finding for the audit log (never the value itself).
+    /// Record a finding the edits do not show, for the audit log (never the value itself).
     pub fn finding(mut self, kind: &str, count: u32, location: &str) -> Self {
         self.findings.push(Finding {
             kind: kind.to_string(),
@@ -256,6 +264,43 @@ impl MaskPlan {
 impl Default for MaskPlan {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// How the host reads a response body it masks, decided by its Content-Type (see
+/// [`BodyKind::from_content_type`]). A plan must fit the kind: the host refuses a JSON pointer
+/// on a text body and a byte range on a JSON body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyKind {
+    /// One JSON document: JSON pointers, and patterns inside string values.
+    Json,
+    /// UTF-8 text: patterns and byte ranges over the whole text.
+    Text,
+}
+
+impl BodyKind {
+    /// The host's rule: `application/json` and any `+json` type are [`BodyKind::Json`];
+    /// `text/*`, `application/xml`, any `+xml` type and `application/x-www-form-urlencoded` are
+    /// [`BodyKind::Text`]; anything else, or no Content-Type, the host cannot mask (`None`).
+    /// Parameters and case are ignored.
+    pub fn from_content_type(content_type: Option<&str>) -> Option<BodyKind> {
+        let essence = content_type?.split(';').next()?.trim().to_ascii_lowercase();
+        let (ty, sub) = essence.split_once('/')?;
+        let token = |s: &str| !s.is_empty() && !s.contains(['*', ' ', '/']);
+        if !token(ty) || !token(sub) {
+            return None;
+        }
+        if essence == "application/json" || sub.ends_with("+json") {
+            Some(BodyKind::Json)
+        } else if ty == "text"
+            || essence == "application/xml"
+            || sub.ends_with("+xml")
+            || essence == "application/x-www-form-urlencoded"
+        {
+            Some(BodyKind::Text)
+        } else {
+            None
+        }
     }
 }
 

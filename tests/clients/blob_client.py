@@ -25,6 +25,12 @@ Actions run in order; each prints exactly one JSON line to stdout, even when it 
     download:CONTAINER/BLOB        {"ok": true, "sha256": ..., "size": ...}  (streamed: ranged
                                    GetBlob of 1 MiB each, with x-ms-range, hashed as they come)
     delete-blob:CONTAINER/BLOB     {"ok": true}
+    put-text:JSON                  {"ok": true}  JSON is {"blob": "CONTAINER/BLOB", "text": ...,
+                                   "metadata": {...}}: one PutBlob of the UTF-8 text as
+                                   text/plain, with the metadata
+    read-text:CONTAINER/BLOB       {"ok": true, "text": ...}  (download_blob().readall())
+    list-metadata:CONTAINER        {"ok": true, "metadata": {BLOB: {...}}}  (ListBlobs with
+                                   include=metadata)
 
 Every line also has "action" (as given) and "requests": the HTTP requests the SDK sent for
 it, as "METHOD /path?restype=..&comp=.." (only those two query parameters, which decide the
@@ -47,7 +53,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from azure.core.credentials import AccessToken
 from azure.core.exceptions import HttpResponseError
-from azure.storage.blob import BlobServiceClient
+from azure.storage.blob import BlobServiceClient, ContentSettings
 
 SINGLE_PUT_LIMIT = 64 * 1024 * 1024  # below this, upload is one PutBlob
 BLOCK_SIZE = 1024 * 1024  # upload-blocks: PutBlock of this size...
@@ -66,6 +72,9 @@ ACTIONS = {
     "upload-blocks": "BLOB:SIZE",
     "download": "BLOB",
     "delete-blob": "BLOB",
+    "put-text": "JSON",
+    "read-text": "BLOB",
+    "list-metadata": "NAME",
 }
 
 
@@ -120,6 +129,14 @@ def parse_action(text):
         return name, (split_blob(path), int(size))
     if shape == "BLOB":
         return name, split_blob(arg)
+    if shape == "JSON":
+        try:
+            spec = json.loads(arg)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{name} needs a JSON object: {e}") from e
+        if not isinstance(spec, dict) or not isinstance(spec.get("text"), str):
+            raise ValueError(f"{name} needs a JSON object with a \"text\" string")
+        return name, (split_blob(spec.get("blob", "")), spec["text"], spec.get("metadata", {}))
     return name, arg
 
 
@@ -154,6 +171,20 @@ def run(service, blocks_service, name, arg):
     if name == "delete-blob":
         service.get_blob_client(*arg).delete_blob()
         return {}
+    if name == "put-text":
+        (container, blob), text, metadata = arg
+        service.get_blob_client(container, blob).upload_blob(
+            text.encode(),
+            overwrite=True,
+            metadata=metadata,
+            content_settings=ContentSettings(content_type="text/plain; charset=utf-8"),
+        )
+        return {}
+    if name == "read-text":
+        return {"text": service.get_blob_client(*arg).download_blob().readall().decode()}
+    if name == "list-metadata":
+        blobs = service.get_container_client(arg).list_blobs(include=["metadata"])
+        return {"metadata": {b.name: dict(b.metadata or {}) for b in blobs}}
     raise AssertionError(name)
 
 

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response};
-use http_body_util::{BodyExt, Full};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::Frame;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -38,6 +40,9 @@ pub struct Reply {
     pub body: Bytes,
     /// Wait this long before answering.
     pub delay: Duration,
+    /// Send the body in pieces of this many bytes, with no Content-Length (HTTP/1.1 chunked
+    /// transfer coding); 0: in one piece with a Content-Length.
+    pub chunk: usize,
 }
 
 impl Reply {
@@ -48,7 +53,42 @@ impl Reply {
             headers: vec![("content-type".into(), "application/json".into())],
             body: Bytes::copy_from_slice(body.as_bytes()),
             delay: Duration::ZERO,
+            chunk: 0,
         }
+    }
+
+    /// 200 with `body` of this Content-Type (and Content-Encoding, if any).
+    pub fn typed(content_type: &str, encoding: Option<&str>, body: impl Into<Bytes>) -> Reply {
+        let mut headers = vec![("content-type".to_string(), content_type.to_string())];
+        if let Some(e) = encoding {
+            headers.push(("content-encoding".into(), e.into()));
+        }
+        Reply {
+            status: 200,
+            headers,
+            body: body.into(),
+            delay: Duration::ZERO,
+            chunk: 0,
+        }
+    }
+
+    /// The same reply sent in pieces of `size` bytes (chunked).
+    pub fn chunked(mut self, size: usize) -> Reply {
+        self.chunk = size;
+        self
+    }
+
+    /// The body as the upstream sends it.
+    fn into_body(self) -> BoxBody<Bytes, Infallible> {
+        if self.chunk == 0 {
+            return Full::new(self.body).boxed();
+        }
+        let pieces: Vec<Result<Frame<Bytes>, Infallible>> = self
+            .body
+            .chunks(self.chunk)
+            .map(|c| Ok(Frame::data(Bytes::copy_from_slice(c))))
+            .collect();
+        StreamBody::new(futures_util::stream::iter(pieces)).boxed()
     }
 }
 
@@ -94,9 +134,11 @@ impl MockUpstream {
                                 let reply = handler(&request);
                                 seen.lock().unwrap().push(request);
                                 tokio::time::sleep(reply.delay).await;
-                                let mut response = Response::new(Full::new(reply.body));
-                                *response.status_mut() = reply.status.try_into().unwrap();
-                                for (n, v) in reply.headers {
+                                let status = reply.status;
+                                let headers = reply.headers.clone();
+                                let mut response = Response::new(reply.into_body());
+                                *response.status_mut() = status.try_into().unwrap();
+                                for (n, v) in headers {
                                     response.headers_mut().append(
                                         http::HeaderName::from_bytes(n.as_bytes()).unwrap(),
                                         v.parse().unwrap(),

@@ -69,15 +69,15 @@ async fn a_component_with_no_exports_is_rejected() {
 async fn a_component_built_for_another_contract_version_is_rejected_naming_both() {
     let bytes = wat(r#"(component
         (instance $plugin)
-        (export "portcullis:policy/plugin@0.2.0" (instance $plugin)))"#);
-    let e = load_bytes("future", &bytes).await.unwrap_err();
+        (export "portcullis:policy/plugin@0.1.0" (instance $plugin)))"#);
+    let e = load_bytes("old", &bytes).await.unwrap_err();
     let PluginError::ContractVersion { found, .. } = &e else {
         panic!("expected a contract version error, got {e}");
     };
-    assert_eq!(found, "portcullis:policy@0.2.0");
+    assert_eq!(found, "portcullis:policy@0.1.0");
     assert!(
         e.to_string()
-            .contains("this gateway speaks portcullis:policy@0.1.0"),
+            .contains("this gateway speaks portcullis:policy@0.2.0"),
         "{e}"
     );
 }
@@ -86,7 +86,7 @@ async fn a_component_built_for_another_contract_version_is_rejected_naming_both(
 async fn a_component_exporting_the_wrong_shape_is_rejected() {
     let bytes = wat(r#"(component
         (instance $plugin)
-        (export "portcullis:policy/plugin@0.1.0" (instance $plugin)))"#);
+        (export "portcullis:policy/plugin@0.2.0" (instance $plugin)))"#);
     let e = load_bytes("hollow", &bytes).await.unwrap_err();
     assert!(matches!(e, PluginError::Contract { .. }), "{e}");
 }
@@ -96,7 +96,7 @@ async fn a_component_importing_what_the_sandbox_lacks_is_rejected() {
     let bytes = wat(r#"(component
         (import "wasi:http/outgoing-handler@0.2.0" (instance (export "handle" (func))))
         (instance $plugin)
-        (export "portcullis:policy/plugin@0.1.0" (instance $plugin)))"#);
+        (export "portcullis:policy/plugin@0.2.0" (instance $plugin)))"#);
     let e = load_bytes("network", &bytes).await.unwrap_err();
     assert!(matches!(e, PluginError::Link { .. }), "{e}");
     assert!(e.to_string().contains("wasi:http/outgoing-handler"), "{e}");
@@ -281,7 +281,12 @@ async fn the_example_configuration_loads_every_plugin() {
         text.contains(" alias:read-only"),
         "the aliased plugin is missing from:\n{text}"
     );
-    for name in ["plugin-template", "allow-all", "plugin-template-python"] {
+    for name in [
+        "plugin-template",
+        "allow-all",
+        "plugin-template-python",
+        "mask",
+    ] {
         assert!(
             text.contains(&format!("plugin {name} 0.1.0 sha256:{}", digest(name))),
             "{name} missing from:\n{text}"
@@ -289,7 +294,7 @@ async fn the_example_configuration_loads_every_plugin() {
     }
     for route in [
         "route example-api (generic) */ -> http://127.0.0.1:8081 plugins:[plugin-template,allow-all] \
-         identity:[dev] access:[agents->[plugin-template,allow-all] auditors->[read-only]]",
+         identity:[dev] access:[agents->[plugin-template,mask] auditors->[read-only]]",
         "route example-blob (azure-storage) */devstoreaccount1 -> http://127.0.0.1:10000 \
          plugins:[allow-all] identity:[*] access:[agents->[allow-all]]",
     ] {

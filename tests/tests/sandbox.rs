@@ -357,8 +357,21 @@ async fn response_body_masking_returns_a_plan_with_findings_and_counts() {
     assert!(matches!(out.decision, ResponseDecision::Continue));
     let (by, plan) = &out.masks[0];
     assert_eq!(by.name, "misbehave");
-    assert_eq!(plan.findings[0].kind, "secret");
-    assert_eq!(plan.findings[0].count, 2);
+    assert_eq!(plan.edits[0].kind, "secret");
+    // The host reports what the plan masks: one finding per location, never the values.
+    let plugin = set.get("misbehave").unwrap();
+    let plans = [portcullis::mask::PlanRef {
+        plan,
+        patterns: plugin.patterns(),
+    }];
+    let masked =
+        portcullis::mask::apply(&body, portcullis::mask::BodyKind::Json, &plans, None).unwrap();
+    let found: Vec<(&str, &str, u32)> = masked
+        .findings
+        .iter()
+        .map(|f| (f.kind.as_str(), f.location.as_str(), f.count))
+        .collect();
+    assert_eq!(found, vec![("secret", "/a", 1), ("secret", "/b", 1)]);
     let counters = set.get("misbehave").unwrap().counters();
     assert_eq!(counters, vec![("secrets-masked".to_string(), 2)]);
 }

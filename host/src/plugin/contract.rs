@@ -6,13 +6,14 @@ use wasmtime::component::Component;
 
 use super::PluginError;
 use super::bindings::types::{
-    Descriptor, HeaderEdit, MaskPlan, MaskTarget, Phases, RequestVerdict, ResponseVerdict, Strategy,
+    Check, Descriptor, HeaderEdit, MaskPlan, MaskTarget, Phases, RequestVerdict, ResponseVerdict,
+    Strategy,
 };
 
 /// The contract this host speaks.
-pub const CONTRACT: &str = "portcullis:policy@0.1.0";
+pub const CONTRACT: &str = "portcullis:policy@0.2.0";
 /// The export every plugin must have.
-pub const PLUGIN_EXPORT: &str = "portcullis:policy/plugin@0.1.0";
+pub const PLUGIN_EXPORT: &str = "portcullis:policy/plugin@0.2.0";
 
 /// Longest deny reason, approval summary cut, and code.
 pub const REASON_MAX: usize = 1024;
@@ -399,6 +400,13 @@ fn check_mask_plan(plan: &MaskPlan, patterns: usize) -> Result<(), String> {
                         r.pattern
                     ));
                 }
+                if let Check::MinEntropy(bits) = r.check
+                    && !(bits.is_finite() && bits >= 0.0)
+                {
+                    return Err(format!(
+                        "mask check min-entropy({bits}) is not a number ≥ 0"
+                    ));
+                }
             }
             MaskTarget::ByteRange(r) => {
                 if r.start > r.end {
@@ -413,6 +421,10 @@ fn check_mask_plan(plan: &MaskPlan, patterns: usize) -> Result<(), String> {
             Strategy::Redact(label) | Strategy::Hash(label) => bounded("mask label", label, 64)?,
             Strategy::Partial(_) => {}
         }
+        if edit.kind.is_empty() {
+            return Err("mask edit with an empty kind".to_string());
+        }
+        bounded("mask edit kind", &edit.kind, 64)?;
     }
     for f in &plan.findings {
         bounded("finding kind", &f.kind, 64)?;

@@ -21,9 +21,9 @@ mod registry;
 mod set;
 
 pub use bindings::types::{
-    Approval, ByteRange, Deny, Descriptor, Finding, HeaderEdit, MaskEdit, MaskPlan, MaskTarget,
-    Phases, Principal, RegexTarget, Replacement, Request, RequestVerdict, ResponseVerdict,
-    Strategy,
+    Approval, ByteRange, Check, Deny, Descriptor, Finding, HeaderEdit, MaskEdit, MaskPlan,
+    MaskTarget, Phases, Principal, RegexTarget, Replacement, Request, RequestVerdict,
+    ResponseVerdict, Strategy,
 };
 pub use contract::{CONTRACT, offers};
 pub use engine::{EngineSettings, PluginEngine};
@@ -78,7 +78,7 @@ pub enum InstanceMode {
 }
 
 /// How one plugin runs: limits, failure policy, instance mode.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PluginSettings {
     /// Deadline for one hook call.
     pub timeout: Duration,

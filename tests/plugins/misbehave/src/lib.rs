@@ -200,7 +200,11 @@ impl Plugin for Misbehave {
         body: &Body,
     ) -> ResponseVerdict {
         if mode(headers) == "bad-mask" {
-            return ResponseVerdict::Mask(MaskPlan::new().regex(99, Strategy::Redact("X".into())));
+            return ResponseVerdict::Mask(MaskPlan::new().regex(
+                "x",
+                99,
+                Strategy::Redact("X".into()),
+            ));
         }
         let text = body.text().unwrap_or_default();
         let hits = host::regex_find(0, &text, 1000);
@@ -208,11 +212,7 @@ impl Plugin for Misbehave {
             return ResponseVerdict::Pass;
         }
         host::counter_add("secrets-masked", hits.len() as u64);
-        ResponseVerdict::Mask(
-            MaskPlan::new()
-                .regex(0, Strategy::Redact("SECRET".into()))
-                .finding("secret", hits.len() as u32, "body"),
-        )
+        ResponseVerdict::Mask(MaskPlan::new().regex("secret", 0, Strategy::Redact("SECRET".into())))
     }
 }
 
