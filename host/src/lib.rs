@@ -38,6 +38,7 @@ pub mod mask;
 pub mod operation;
 pub mod plugin;
 pub mod proxy;
+pub mod reload;
 pub mod route;
 pub mod server;
 pub mod upstream;

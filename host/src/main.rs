@@ -2,7 +2,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use portcullis::cli::{Cli, Command};
+use portcullis::cli::{Cli, Command, PluginsAction};
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
@@ -25,6 +25,7 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Serve { config } => runtime.block_on(serve(&config)),
+        Command::Plugins { action, admin } => runtime.block_on(plugins(action, admin)),
         Command::Check { config } => {
             let report = runtime.block_on(portcullis::check::check(&config));
             print!("{}", report.render(&config));
@@ -33,6 +34,35 @@ fn main() -> ExitCode {
             } else {
                 ExitCode::from(1)
             }
+        }
+    }
+}
+
+/// `portcullis plugins list | reload` against a running gateway's admin listener.
+async fn plugins(action: PluginsAction, admin: std::net::SocketAddr) -> ExitCode {
+    let (method, path) = match action {
+        PluginsAction::List => (http::Method::GET, "/plugins"),
+        PluginsAction::Reload => (http::Method::POST, "/reload"),
+    };
+    match portcullis::cli::admin_request(admin, method, path).await {
+        Ok((200, body)) if path == "/plugins" => {
+            match serde_json::from_str(&body) {
+                Ok(status) => print!("{}", portcullis::cli::render_plugins(&status)),
+                Err(_) => print!("{body}"),
+            }
+            ExitCode::SUCCESS
+        }
+        Ok((200, body)) => {
+            print!("{body}");
+            ExitCode::SUCCESS
+        }
+        Ok((status, body)) => {
+            eprint!("portcullis: {path} answered {status}:\n{body}");
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("portcullis: {e}");
+            ExitCode::from(2)
         }
     }
 }

@@ -1,5 +1,6 @@
 //! The listeners: the gateway (TLS with rustls, HTTP/1.1 and HTTP/2 by ALPN, or plaintext when
-//! configured), the admin listener (`/healthz`, `/readyz`), and graceful drain on shutdown.
+//! configured), the admin listener (`/healthz`, `/readyz`, `/plugins`, `/reload`), the reload
+//! watch, and graceful drain on shutdown.
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::config::{Config, TlsConfig};
 use crate::gateway::{BuildError, Gateway};
 use crate::proxy::{self, Body, Client, full};
+use crate::reload::{self, Live, Outcome, Watching};
 
 /// The gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +32,9 @@ pub enum StartError {
     /// The TLS certificate or key could not be used.
     #[error("TLS: {0}")]
     Tls(String),
+    /// The plugin directory or the configuration file cannot be watched.
+    #[error("reload watch: {0}")]
+    Watch(String),
     /// A listener could not bind.
     #[error("cannot listen on {addr}: {reason}")]
     Bind {
@@ -56,6 +61,9 @@ pub struct Running {
     /// The admin listener and its own stop: it keeps answering (`/readyz`: 503) while the
     /// gateway drains, and stops last.
     admin: Option<(JoinHandle<()>, watch::Sender<bool>)>,
+    live: Arc<Live>,
+    /// The reload watch, when `[reload] watch` and the configuration came from a file.
+    _watching: Option<Watching>,
 }
 
 impl Running {
@@ -67,6 +75,11 @@ impl Running {
     /// The admin listener's address, when configured.
     pub fn admin_addr(&self) -> Option<SocketAddr> {
         self.admin_addr
+    }
+
+    /// The gateway serving now, and its reloads.
+    pub fn live(&self) -> &Arc<Live> {
+        &self.live
     }
 
     /// Mark not ready, stop accepting, let in-flight requests finish within the configured
@@ -82,14 +95,22 @@ impl Running {
     }
 }
 
-/// Build the gateway from a validated configuration and start its listeners.
+/// Build the gateway from a validated configuration and start its listeners (and, for a
+/// configuration read from a file with `[reload] watch`, the reload watch).
 pub async fn start(config: &Config) -> Result<Running, StartError> {
-    let gateway = Arc::new(Gateway::build(config).await?);
+    let gateway = Gateway::build(config).await?;
     start_with(config, gateway).await
 }
 
 /// Start the listeners of `config` serving an already built gateway.
-pub async fn start_with(config: &Config, gateway: Arc<Gateway>) -> Result<Running, StartError> {
+pub async fn start_with(config: &Config, gateway: Gateway) -> Result<Running, StartError> {
+    let live = Live::new(gateway);
+    let watching = match (config.reload.watch, &config.source) {
+        (true, Some(_)) => {
+            Some(reload::watch(&live, config.reload.debounce).map_err(StartError::Watch)?)
+        }
+        _ => None,
+    };
     let server = &config.server;
     let tls = tls_acceptor(config)?;
     let listener = bind(server.listen).await?;
@@ -107,12 +128,11 @@ pub async fn start_with(config: &Config, gateway: Arc<Gateway>) -> Result<Runnin
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(header_limit).unwrap_or(u32::MAX));
-    let gateway_state = gateway.clone();
     let gateway = tokio::spawn(accept(
         listener,
         tls,
         Arc::new(builder),
-        gateway,
+        live.clone(),
         stopped,
         server.shutdown_grace,
     ));
@@ -124,7 +144,7 @@ pub async fn start_with(config: &Config, gateway: Arc<Gateway>) -> Result<Runnin
         let task = tokio::spawn(serve_admin(
             listener,
             ready.clone(),
-            gateway_state.clone(),
+            live.clone(),
             admin_stopped,
         ));
         admin_task = Some((task, admin_stop));
@@ -137,6 +157,8 @@ pub async fn start_with(config: &Config, gateway: Arc<Gateway>) -> Result<Runnin
         ready,
         gateway,
         admin: admin_task,
+        live,
+        _watching: watching,
     })
 }
 
@@ -193,7 +215,7 @@ async fn accept(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     builder: Arc<auto::Builder<TokioExecutor>>,
-    gateway: Arc<Gateway>,
+    live: Arc<Live>,
     mut stopped: watch::Receiver<bool>,
     grace: Duration,
 ) {
@@ -212,7 +234,7 @@ async fn accept(
             },
         };
         let _ = stream.set_nodelay(true);
-        let (builder, gateway, watcher) = (builder.clone(), gateway.clone(), graceful.watcher());
+        let (builder, live, watcher) = (builder.clone(), live.clone(), graceful.watcher());
         let tls = tls.clone();
         tokio::spawn(async move {
             let client = Client {
@@ -220,7 +242,8 @@ async fn accept(
                 tls: tls.is_some(),
             };
             let service = service_fn(move |request: Request<Incoming>| {
-                let gateway = gateway.clone();
+                // The gateway serving now; the request keeps it to the end, across reloads.
+                let gateway = live.gateway();
                 async move { Ok::<_, Infallible>(proxy::handle(&gateway, client, request).await) }
             });
             let result = match tls {
@@ -266,11 +289,13 @@ async fn accept(
 }
 
 /// `/healthz`: the process is alive. `/readyz`: it accepts traffic: not while draining, nor
-/// while an identity provider's keys have never loaded.
+/// while an identity provider's keys have never loaded. `GET /plugins`: the plugins serving
+/// now and the reload status (JSON). `POST /reload`: reload now; 200 when applied or
+/// unchanged, 422 with the reason when rejected.
 async fn serve_admin(
     listener: TcpListener,
     ready: Arc<AtomicBool>,
-    gateway: Arc<Gateway>,
+    live: Arc<Live>,
     mut stopped: watch::Receiver<bool>,
 ) {
     let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
@@ -282,20 +307,73 @@ async fn serve_admin(
                 Err(_) => continue,
             },
         };
-        let (builder, ready, gateway) = (builder.clone(), ready.clone(), gateway.clone());
+        let (builder, ready, live) = (builder.clone(), ready.clone(), live.clone());
         tokio::spawn(async move {
             let service = service_fn(move |request: Request<Incoming>| {
                 let readiness = match ready.load(Ordering::SeqCst) {
                     false => Err("draining".to_string()),
-                    true => gateway.identity.unready().map_or(Ok(()), Err),
+                    true => live.gateway().identity.unready().map_or(Ok(()), Err),
                 };
-                async move { Ok::<_, Infallible>(admin(request.uri().path(), readiness)) }
+                let live = live.clone();
+                async move {
+                    let response = match (request.method(), request.uri().path()) {
+                        (&http::Method::GET, "/plugins") => json(StatusCode::OK, &plugins(&live)),
+                        (&http::Method::POST, "/reload") => {
+                            let attempt = live.reload("admin").await;
+                            let status = match attempt.outcome {
+                                Outcome::Rejected => StatusCode::UNPROCESSABLE_ENTITY,
+                                _ => StatusCode::OK,
+                            };
+                            json(status, &serde_json::json!(attempt))
+                        }
+                        (_, path) => admin(path, readiness),
+                    };
+                    Ok::<_, Infallible>(response)
+                }
             });
             let _ = builder
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
         });
     }
+}
+
+/// The plugins serving now (name, alias, version, sha256, load time) and the reload status.
+fn plugins(live: &Live) -> serde_json::Value {
+    let gateway = live.gateway();
+    let set = &gateway.plugins;
+    let plugins: Vec<serde_json::Value> = gateway
+        .config
+        .plugins
+        .iter()
+        .filter_map(|p| {
+            let known_as = p.alias.as_deref().unwrap_or(&p.name);
+            let plugin = set.get(known_as)?;
+            let loaded_ms = plugin
+                .loaded_at()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis());
+            Some(serde_json::json!({
+                "name": plugin.id().name,
+                "alias": p.alias,
+                "version": plugin.id().version,
+                "sha256": plugin.id().sha256,
+                "file": p.file,
+                "loaded_at_ms": loaded_ms,
+            }))
+        })
+        .collect();
+    serde_json::json!({"status": live.status(), "plugins": plugins})
+}
+
+fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
+    let mut response = Response::new(full(format!("{value:#}\n")));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    response
 }
 
 fn admin(path: &str, readiness: Result<(), String>) -> Response<Body> {

@@ -56,6 +56,28 @@ impl TestGateway {
         }
     }
 
+    /// Start a gateway from a configuration file, as `portcullis serve --config` does (so it
+    /// watches for reloads): `config` (TOML without `[server]` and `plugin_dir`) is written to
+    /// `portcullis.toml` in the gateway's directory, with `plugin_dir = "plugins"`, an empty
+    /// directory there that `prepare` fills (with the built plugins it names, say).
+    pub async fn start_from_file(config: &str, prepare: impl FnOnce(&Path)) -> TestGateway {
+        let dir = tempfile::tempdir().unwrap();
+        let certs = Certs::new(dir.path());
+        std::fs::create_dir(dir.path().join("plugins")).unwrap();
+        prepare(dir.path());
+        let path = dir.path().join("portcullis.toml");
+        std::fs::write(&path, config_file_text(config)).unwrap();
+        let config = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        let running = server::start(&config)
+            .await
+            .unwrap_or_else(|e| panic!("gateway did not start: {e}"));
+        TestGateway {
+            running,
+            certs,
+            dir,
+        }
+    }
+
     /// `https://localhost:PORT`.
     pub fn url(&self) -> String {
         format!("https://localhost:{}", self.running.local_addr().port())
@@ -80,6 +102,12 @@ impl TestGateway {
             base: self.url(),
         }
     }
+}
+
+/// The text of a configuration file for [`TestGateway::start_from_file`]: `config` with the
+/// harness's `plugin_dir` and `[server]`. Tests rewrite the file with it to change policy.
+pub fn config_file_text(config: &str) -> String {
+    format!("plugin_dir = \"plugins\"\n{SERVER}\n{config}")
 }
 
 /// `GET path` on an admin listener: the raw HTTP/1.1 response (status line, headers, body).

@@ -25,6 +25,8 @@ pub struct Plugin {
     pre: PolicyPre<HostState>,
     /// Idle instances in `reuse` mode, with the calls each has served.
     idle: Mutex<Vec<Warm>>,
+    /// When it was loaded.
+    loaded_at: std::time::SystemTime,
 }
 
 struct Warm {
@@ -59,7 +61,18 @@ impl Plugin {
             engine,
             pre,
             idle: Mutex::new(Vec::new()),
+            loaded_at: std::time::SystemTime::now(),
         }
+    }
+
+    /// When this version was loaded.
+    pub fn loaded_at(&self) -> std::time::SystemTime {
+        self.loaded_at
+    }
+
+    /// The operator's configuration it was loaded with, as JSON text.
+    pub fn config_text(&self) -> &str {
+        &self.ctx.config
     }
 
     /// Name, version and sha256.

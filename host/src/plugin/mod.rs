@@ -28,7 +28,7 @@ pub use bindings::types::{
 pub use contract::{CONTRACT, offers};
 pub use engine::{EngineSettings, PluginEngine};
 pub use loaded::Plugin;
-pub use registry::{PluginSpec, load_plugin, load_set};
+pub use registry::{PluginSpec, load_plugin, load_set, load_set_reusing};
 pub use set::{
     BodyWant, Chain, PluginSet, RequestDecision, RequestOutcome, ResponseDecision, ResponseOutcome,
     Step, StepResult,

@@ -4,6 +4,8 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
+use sha2::Digest;
+
 use super::contract;
 use super::host::PluginContext;
 use super::{Plugin, PluginEngine, PluginError, PluginId, PluginSet, PluginSettings};
@@ -130,11 +132,32 @@ pub async fn load_set(
     specs: &[PluginSpec],
     generation: u64,
 ) -> Result<PluginSet, Vec<PluginError>> {
+    load_set_reusing(engine, specs, generation, None).await
+}
+
+/// [`load_set`], taking from `previous` every plugin whose file (by sha256), configuration,
+/// settings and name are unchanged: it is not described, configured or re-instantiated again,
+/// keeps its load time and its warm instances.
+pub async fn load_set_reusing(
+    engine: &PluginEngine,
+    specs: &[PluginSpec],
+    generation: u64,
+    previous: Option<&PluginSet>,
+) -> Result<PluginSet, Vec<PluginError>> {
     let mut plugins = Vec::new();
     let mut errors = Vec::new();
     for spec in specs {
-        match load_plugin(engine, spec).await {
-            Ok(p) => plugins.push((spec.alias.clone().unwrap_or_else(|| spec.name.clone()), p)),
+        let known_as = spec.alias.clone().unwrap_or_else(|| spec.name.clone());
+        let unchanged = match previous.and_then(|set| set.get(&known_as)) {
+            Some(old) => unchanged(old, spec).await.then(|| old.clone()),
+            None => None,
+        };
+        let loaded = match unchanged {
+            Some(old) => Ok(old),
+            None => load_plugin(engine, spec).await,
+        };
+        match loaded {
+            Ok(p) => plugins.push((known_as, p)),
             Err(e) => errors.push(e),
         }
     }
@@ -143,4 +166,20 @@ pub async fn load_set(
     } else {
         Err(errors)
     }
+}
+
+/// Whether `old` is what `spec` would load: same name, settings, configuration and file bytes.
+async fn unchanged(old: &Plugin, spec: &PluginSpec) -> bool {
+    if old.id().name != spec.name || *old.settings() != spec.settings {
+        return false;
+    }
+    if serde_json::to_string(&spec.config).ok().as_deref() != Some(old.config_text()) {
+        return false;
+    }
+    let path = spec.file.clone();
+    let digest = tokio::task::spawn_blocking(move || {
+        std::fs::read(path).map(|bytes| hex::encode(sha2::Sha256::digest(&bytes)))
+    })
+    .await;
+    matches!(digest, Ok(Ok(d)) if d == old.id().sha256)
 }

@@ -1,0 +1,409 @@
+//! Hot reload: the gateway serving now ([`Live`]), rebuilt from the configuration file and the
+//! plugin directory while requests flow, and published atomically with a new generation.
+//!
+//! - A reload reads the configuration file again, loads every plugin it names (a plugin whose
+//!   file, configuration and settings are unchanged is kept as it is; a changed one is
+//!   compiled off the request path, with the engine's compiled-component cache, and described,
+//!   checked against the contract version and configured), builds the routes and access rules,
+//!   and swaps the whole gateway in one atomic store. A request holds the gateway it started
+//!   with until it ends, so in-flight requests finish on the old plugins and new requests get
+//!   the new ones; nothing is dropped or decided by a mix of the two.
+//! - A candidate that fails anywhere (unreadable or invalid configuration, a truncated, corrupt,
+//!   wrongly shaped or failing-`configure` plugin) is rejected as a whole with one log line
+//!   naming the reason and every candidate file's sha256; the running gateway keeps serving.
+//! - Settings a running gateway cannot change (listeners, TLS, header limit, engine limits,
+//!   plugin directory, identity providers, reload settings) keep their running values and are
+//!   reported as needing a restart, in the log and in [`Status`].
+//! - A change that changes nothing (same configuration text, every plugin kept) publishes
+//!   nothing: editors' save patterns and repeated events cost one cheap check.
+//!
+//! [`watch`] triggers reloads from the file system (notify; debounced), so the ways files really
+//! land all work: written in place, written then renamed over, deleted and recreated, and a
+//! Kubernetes ConfigMap's `..data` symlink swap; the admin API triggers them on demand.
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use notify::event::{AccessKind, AccessMode, EventKind, MetadataKind, ModifyKind};
+use notify::{RecommendedWatcher, RecursiveMode, Watcher};
+use serde::Serialize;
+use sha2::Digest;
+
+use crate::config::Config;
+use crate::gateway::{BuildError, Gateway};
+use crate::plugin::load_set_reusing;
+
+/// The gateway serving now, and how it got there.
+#[derive(Debug)]
+pub struct Live {
+    current: ArcSwap<Gateway>,
+    /// The configuration file, and the text the current gateway was built from.
+    source: Option<PathBuf>,
+    applied_text: Mutex<Option<String>>,
+    status: Mutex<Status>,
+    /// One reload at a time.
+    reloading: tokio::sync::Mutex<()>,
+}
+
+/// What `GET /plugins` on the admin listener shows.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    /// The generation serving now (1 at start, +1 per applied reload).
+    pub generation: u64,
+    /// When it was published, milliseconds since the Unix epoch.
+    pub published_at_ms: u64,
+    /// Reloads applied since start.
+    pub applied: u64,
+    /// Reloads rejected since start.
+    pub rejected: u64,
+    /// The last reload attempt, if any.
+    pub last: Option<Attempt>,
+}
+
+/// One reload attempt.
+#[derive(Debug, Clone, Serialize)]
+pub struct Attempt {
+    /// What asked for it: `watch` or `admin`.
+    pub trigger: String,
+    /// When it ended, milliseconds since the Unix epoch.
+    pub at_ms: u64,
+    /// `applied`, `unchanged` or `rejected`.
+    pub outcome: Outcome,
+    /// The generation serving after it.
+    pub generation: u64,
+    /// Why it was rejected.
+    pub error: Option<String>,
+    /// Settings that changed in the file but need a restart to take effect.
+    pub restart_needed: Vec<String>,
+}
+
+/// How a reload ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    /// A new generation is serving.
+    Applied,
+    /// Nothing changed; nothing was published.
+    Unchanged,
+    /// The candidate failed; the running generation keeps serving.
+    Rejected,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+impl Live {
+    /// Serve `gateway`; reloads read `gateway.config.source`, if it has one.
+    pub fn new(gateway: Gateway) -> Arc<Live> {
+        let source = gateway.config.source.clone();
+        let applied_text = source
+            .as_deref()
+            .and_then(|p| std::fs::read_to_string(p).ok());
+        let generation = gateway.plugins.generation();
+        Arc::new(Live {
+            current: ArcSwap::from_pointee(gateway),
+            source,
+            applied_text: Mutex::new(applied_text),
+            status: Mutex::new(Status {
+                generation,
+                published_at_ms: now_ms(),
+                applied: 0,
+                rejected: 0,
+                last: None,
+            }),
+            reloading: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// The gateway serving now. A request keeps what this returns until it ends.
+    pub fn gateway(&self) -> Arc<Gateway> {
+        self.current.load_full()
+    }
+
+    /// The generation serving now and the history of reloads.
+    pub fn status(&self) -> Status {
+        self.status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Rebuild from the configuration file and the plugin directory and publish the result,
+    /// or keep the running gateway when anything fails. See the module documentation.
+    pub async fn reload(&self, trigger: &str) -> Attempt {
+        let _one_at_a_time = self.reloading.lock().await;
+        let old = self.gateway();
+        let (outcome, error, restart_needed) = match self.build(&old).await {
+            Ok(Candidate::Unchanged { restart_needed }) => {
+                (Outcome::Unchanged, None, restart_needed)
+            }
+            Ok(Candidate::New {
+                gateway,
+                text,
+                restart_needed,
+            }) => {
+                let generation = gateway.plugins.generation();
+                let plugins = describe_plugins(&gateway);
+                self.current.store(Arc::new(gateway));
+                *self.applied_text.lock().unwrap_or_else(|p| p.into_inner()) = Some(text);
+                tracing::info!(
+                    trigger,
+                    generation,
+                    %plugins,
+                    restart_needed = %restart_needed.join(", "),
+                    "policy reloaded"
+                );
+                (Outcome::Applied, None, restart_needed)
+            }
+            Err(error) => {
+                tracing::error!(
+                    trigger,
+                    generation = old.plugins.generation(),
+                    candidates = %self.candidate_digests(),
+                    %error,
+                    "policy reload rejected; the running generation keeps serving"
+                );
+                (Outcome::Rejected, Some(error), Vec::new())
+            }
+        };
+        if !restart_needed.is_empty() {
+            tracing::warn!(
+                settings = %restart_needed.join(", "),
+                "changed settings need a restart to take effect; the running values stay"
+            );
+        }
+        let mut status = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        match outcome {
+            Outcome::Applied => {
+                status.applied += 1;
+                status.generation = self.gateway().plugins.generation();
+                status.published_at_ms = now_ms();
+            }
+            Outcome::Rejected => status.rejected += 1,
+            Outcome::Unchanged => {}
+        }
+        let attempt = Attempt {
+            trigger: trigger.to_string(),
+            at_ms: now_ms(),
+            outcome,
+            generation: status.generation,
+            error,
+            restart_needed,
+        };
+        status.last = Some(attempt.clone());
+        attempt
+    }
+
+    /// The candidate gateway, or why there is none.
+    async fn build(&self, old: &Gateway) -> Result<Candidate, String> {
+        let path = self
+            .source
+            .as_deref()
+            .ok_or("the gateway was started without a configuration file")?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let mut config = Config::load(path).map_err(|e| e.to_string())?;
+        let restart_needed = keep_running_settings(&old.config, &mut config);
+        let generation = old.plugins.generation() + 1;
+        let plugins = load_set_reusing(
+            &old.engine,
+            &config.plugin_specs(),
+            generation,
+            Some(&old.plugins),
+        )
+        .await
+        .map_err(|errors| BuildError::Plugins(errors).to_string())?;
+        let same_plugins = plugins.plugins().len() == old.plugins.plugins().len()
+            && plugins
+                .plugins()
+                .iter()
+                .zip(old.plugins.plugins())
+                .all(|(new, old)| Arc::ptr_eq(new, old));
+        let same_text = self
+            .applied_text
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_deref()
+            == Some(text.as_str());
+        if same_plugins && same_text {
+            return Ok(Candidate::Unchanged { restart_needed });
+        }
+        let gateway = Gateway::assemble(
+            &config,
+            old.engine.clone(),
+            Arc::new(plugins),
+            old.identity.clone(),
+        )
+        .map_err(|e| e.to_string())?;
+        Ok(Candidate::New {
+            gateway,
+            text,
+            restart_needed,
+        })
+    }
+
+    /// `name=sha256` of every plugin file the configuration on disk names, for the log of a
+    /// rejected reload (`unreadable` when it cannot be read).
+    fn candidate_digests(&self) -> String {
+        let Some(config) = self.source.as_deref().and_then(|p| Config::load(p).ok()) else {
+            return "(configuration unusable)".to_string();
+        };
+        config
+            .plugin_specs()
+            .iter()
+            .map(|spec| {
+                let digest = std::fs::read(&spec.file).map_or_else(
+                    |_| "unreadable".to_string(),
+                    |bytes| hex::encode(sha2::Sha256::digest(&bytes)),
+                );
+                format!(
+                    "{}={digest}",
+                    spec.alias.as_deref().unwrap_or(spec.name.as_str())
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+enum Candidate {
+    Unchanged {
+        restart_needed: Vec<String>,
+    },
+    New {
+        gateway: Gateway,
+        text: String,
+        restart_needed: Vec<String>,
+    },
+}
+
+/// `name@version sha256:… ` of every plugin of a gateway, for the log.
+fn describe_plugins(gateway: &Gateway) -> String {
+    gateway
+        .plugins
+        .plugins()
+        .iter()
+        .map(|p| {
+            format!(
+                "{}@{} sha256:{}",
+                p.id().name,
+                p.id().version,
+                p.id().sha256
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Put the running values of the settings a reload cannot change back into `new`; name those
+/// that differed.
+fn keep_running_settings(running: &Config, new: &mut Config) -> Vec<String> {
+    let mut changed = Vec::new();
+    if new.server != running.server {
+        changed.push("server".to_string());
+        new.server = running.server.clone();
+    }
+    if new.engine != running.engine {
+        changed.push("engine".to_string());
+        new.engine = running.engine.clone();
+    }
+    if new.plugin_dir() != running.plugin_dir() {
+        changed.push("plugin_dir".to_string());
+        new.plugin_dir = running.plugin_dir.clone();
+        new.base_dir = running.base_dir.clone();
+    }
+    if new.identity_providers != running.identity_providers {
+        changed.push("identity_provider".to_string());
+        new.identity_providers = running.identity_providers.clone();
+    }
+    if new.reload != running.reload {
+        changed.push("reload".to_string());
+        new.reload = running.reload.clone();
+    }
+    changed
+}
+
+/// A file-system watch that reloads `live`; dropping it stops watching.
+pub struct Watching {
+    _watcher: RecommendedWatcher,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for Watching {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Watching").finish_non_exhaustive()
+    }
+}
+
+impl Drop for Watching {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Watch the plugin directory and the configuration file's directory (not recursively: a
+/// Kubernetes volume's `..data` swap is a rename in the directory itself) and reload `live`
+/// once `debounce` has passed without a further change.
+pub fn watch(live: &Arc<Live>, debounce: Duration) -> Result<Watching, String> {
+    let gateway = live.gateway();
+    let config = &gateway.config;
+    let source = config
+        .source
+        .as_deref()
+        .ok_or("the gateway was started without a configuration file")?;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if let Ok(event) = event
+            && is_change(&event.kind)
+        {
+            let _ = tx.send(());
+        }
+    })
+    .map_err(|e| format!("cannot watch files: {e}"))?;
+    let config_dir = source.parent().unwrap_or(Path::new("."));
+    for dir in [config.plugin_dir(), config_dir.to_path_buf()] {
+        watcher
+            .watch(&dir, RecursiveMode::NonRecursive)
+            .map_err(|e| format!("cannot watch {}: {e}", dir.display()))?;
+    }
+    let live = live.clone();
+    let task = tokio::spawn(async move {
+        while rx.recv().await.is_some() {
+            // Quiet for `debounce`: the file (or the set of files) has landed.
+            loop {
+                match tokio::time::timeout(debounce, rx.recv()).await {
+                    Ok(Some(())) => continue,
+                    Ok(None) => return,
+                    Err(_) => break,
+                }
+            }
+            live.reload("watch").await;
+        }
+    });
+    tracing::info!(
+        plugin_dir = %config.plugin_dir().display(),
+        config = %source.display(),
+        ?debounce,
+        "watching for plugin and policy changes"
+    );
+    Ok(Watching {
+        _watcher: watcher,
+        task,
+    })
+}
+
+/// Whether an event may change what a reload reads: not reads, opens or access times (a
+/// reload reading the files must not trigger the next one).
+fn is_change(kind: &EventKind) -> bool {
+    match kind {
+        EventKind::Create(_) | EventKind::Remove(_) => true,
+        EventKind::Modify(ModifyKind::Metadata(MetadataKind::AccessTime)) => false,
+        EventKind::Modify(_) => true,
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) | EventKind::Any | EventKind::Other => false,
+    }
+}
