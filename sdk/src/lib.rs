@@ -31,6 +31,7 @@
 //! those functions.
 #![deny(missing_docs)]
 
+pub mod json;
 pub mod matching;
 pub mod pointer;
 

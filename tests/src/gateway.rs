@@ -46,14 +46,7 @@ impl TestGateway {
             plugins.display().to_string()
         );
         let config = Config::parse(&text, dir.path()).unwrap_or_else(|e| panic!("{e}"));
-        let running = server::start(&config)
-            .await
-            .unwrap_or_else(|e| panic!("gateway did not start: {e}"));
-        TestGateway {
-            running,
-            certs,
-            dir,
-        }
+        TestGateway::launch(&config, certs, dir).await
     }
 
     /// Start a gateway from a configuration file, as `portcullis serve --config` does (so it
@@ -68,7 +61,11 @@ impl TestGateway {
         let path = dir.path().join("portcullis.toml");
         std::fs::write(&path, config_file_text(config)).unwrap();
         let config = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
-        let running = server::start(&config)
+        TestGateway::launch(&config, certs, dir).await
+    }
+
+    async fn launch(config: &Config, certs: Certs, dir: tempfile::TempDir) -> TestGateway {
+        let running = server::start(config)
             .await
             .unwrap_or_else(|e| panic!("gateway did not start: {e}"));
         TestGateway {

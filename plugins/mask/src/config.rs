@@ -1,10 +1,8 @@
 //! The operator's configuration: parsed and validated in full, every error naming where it is
 //! (`fields[2]`, `detectors.phone`) and the field. Unknown fields, unknown detectors and a
 //! member name given twice are refused.
-use std::fmt;
 
-use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
-use serde_json::{Map, Number, Value};
+use serde_json::{Map, Value};
 
 use crate::detectors::{self, CheckKind, DETECTORS};
 
@@ -121,9 +119,8 @@ fn check_of(kind: CheckKind, min_entropy: f32) -> Check {
 
 /// Parse and validate the configuration.
 pub fn parse_config(text: &str) -> Result<Config, String> {
-    let value = serde_json::from_str::<Unambiguous>(text)
-        .map_err(|e| format!("config is not valid JSON: {e}"))?
-        .0;
+    let value = portcullis_sdk::json::parse_unambiguous(text)
+        .map_err(|e| format!("config is not valid JSON: {e}"))?;
     let Value::Object(top) = value else {
         return Err("config must be a JSON object".to_string());
     };
@@ -349,76 +346,4 @@ fn valid_label(label: &str) -> bool {
         && label
             .bytes()
             .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
-}
-
-/// A JSON value parsed refusing an object with the same member name twice: which of the two
-/// a parser keeps is not something an operator should have to know.
-struct Unambiguous(Value);
-
-impl<'de> Deserialize<'de> for Unambiguous {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer
-            .deserialize_any(UnambiguousVisitor)
-            .map(Unambiguous)
-    }
-}
-
-struct UnambiguousVisitor;
-
-impl<'de> Visitor<'de> for UnambiguousVisitor {
-    type Value = Value;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a JSON value")
-    }
-
-    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Value, E> {
-        Ok(Value::Bool(v))
-    }
-
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Value, E> {
-        Ok(Value::Number(v.into()))
-    }
-
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Value, E> {
-        Ok(Value::Number(v.into()))
-    }
-
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
-        Number::from_f64(v)
-            .map(Value::Number)
-            .ok_or_else(|| E::custom("number is not finite"))
-    }
-
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Value, E> {
-        Ok(Value::String(v.to_string()))
-    }
-
-    fn visit_string<E: de::Error>(self, v: String) -> Result<Value, E> {
-        Ok(Value::String(v))
-    }
-
-    fn visit_unit<E: de::Error>(self) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
-        let mut items = Vec::new();
-        while let Some(Unambiguous(item)) = seq.next_element()? {
-            items.push(item);
-        }
-        Ok(Value::Array(items))
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
-        let mut members = Map::new();
-        while let Some(name) = map.next_key::<String>()? {
-            if members.contains_key(&name) {
-                return Err(de::Error::custom(format!("member {name:?} appears twice")));
-            }
-            let Unambiguous(value) = map.next_value()?;
-            members.insert(name, value);
-        }
-        Ok(Value::Object(members))
-    }
 }
