@@ -88,12 +88,14 @@
 //!
 //! # Cost
 //! One validating pass over a JSON body (no tree, no recursion; at most [`MAX_DEPTH`] nested
-//! containers, else [`MaskError::TooDeep`]), plus, per regex edit, one search of the whole body. A string value is then
-//! searched on its own only where that search found a match touching it (or when it has
-//! escapes, or the pattern has anchors: see `Prefilter`); a search per string value costs
-//! tens of nanoseconds even when it finds nothing. The output is built only once something is
+//! containers, else [`MaskError::TooDeep`]), plus one search of the whole body for the
+//! alternation of every context-free pattern (a pattern with anchors gets no such search). A
+//! string value is then searched on its own only where that search found a match touching it
+//! (or when it has escapes, or a pattern has anchors: see `Prefilter`); a search per string
+//! value costs tens of nanoseconds even when it finds nothing. The output is built only once something is
 //! rewritten, by copying the untouched bytes around the rewritten values.
 use std::fmt::Write as _;
+use std::sync::{Arc, LazyLock};
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -573,7 +575,8 @@ impl RegexEdit<'_> {
                 end: m.end(),
                 id: self.id,
             }));
-        } else {
+        } else if self.re.is_match(value) {
+            // Most values do not match: find that out without allocating capture slots.
             for caps in self.re.captures_iter(value) {
                 if let Some(m) = caps.get(self.group).filter(keep) {
                     spans.push(Span {
@@ -831,6 +834,38 @@ struct Frame {
     alive: Vec<usize>,
 }
 
+/// The alternation of context-free `patterns`, so that one scan of a JSON body prefilters them
+/// all (each pattern on its own costs a scan; most of the executor's time on a large body).
+/// The alternation is context-free too, so [`Prefilter`]'s argument holds for it: a string one
+/// of the patterns matches in is overlapped by a match of the alternation. Compiled once per
+/// distinct set of patterns (a plugin's plans repeat from one response to the next) and kept
+/// in a bounded cache; `None` when it does not compile within the size limit (then each
+/// pattern prefilters on its own).
+fn union_of(patterns: &[&regex::Regex]) -> Option<Arc<regex::Regex>> {
+    static UNIONS: LazyLock<quick_cache::sync::Cache<String, Option<Arc<regex::Regex>>>> =
+        LazyLock::new(|| quick_cache::sync::Cache::new(64));
+    let source = patterns
+        .iter()
+        .map(|re| format!("(?:{})", re.as_str()))
+        .collect::<Vec<_>>()
+        .join("|");
+    UNIONS
+        .get_or_insert_with(&source, || {
+            Ok::<_, std::convert::Infallible>(
+                regex::RegexBuilder::new(&source)
+                    .size_limit(UNION_SIZE_MAX)
+                    .build()
+                    .ok()
+                    .map(Arc::new),
+            )
+        })
+        .ok()
+        .flatten()
+}
+
+/// Compiled size limit of a union of patterns.
+const UNION_SIZE_MAX: usize = 8 << 20;
+
 /// Where a regex matches in the whole JSON body, so that string values it cannot match in
 /// are not searched one by one (a search costs tens of nanoseconds even on a short string).
 ///
@@ -909,8 +944,10 @@ struct JsonMasker<'p, 'b, 'f> {
     /// What reaches the value about to be parsed.
     next_covered: Option<EditId>,
     next_alive: Vec<usize>,
-    /// One per regex edit of the program.
-    prefilters: Vec<Prefilter>,
+    /// One per regex edit of the program; none for the edits the union stands for.
+    prefilters: Vec<Option<Prefilter>>,
+    /// One prefilter for all context-free patterns together (see [`union_of`]).
+    union: Option<Prefilter>,
     /// Reused buffers.
     unescaped: String,
     key: String,
@@ -921,6 +958,13 @@ struct JsonMasker<'p, 'b, 'f> {
 
 impl<'p, 'b, 'f> JsonMasker<'p, 'b, 'f> {
     fn new(src: &'b str, program: &'p Program<'p>, findings: &'f mut Findings) -> Self {
+        let free: Vec<&regex::Regex> = program
+            .regexes
+            .iter()
+            .map(|e| e.re)
+            .filter(|re| context_free(re.as_str()))
+            .collect();
+        let union = (free.len() >= 2).then(|| union_of(&free)).flatten();
         let mut next_covered = None;
         let mut next_alive = Vec::new();
         for (i, p) in program.pointers.iter().enumerate() {
@@ -947,8 +991,12 @@ impl<'p, 'b, 'f> JsonMasker<'p, 'b, 'f> {
             prefilters: program
                 .regexes
                 .iter()
-                .map(|e| Prefilter::new(e.re, src))
+                .map(|e| match union.is_some() && context_free(e.re.as_str()) {
+                    true => None,
+                    false => Some(Prefilter::new(e.re, src)),
+                })
                 .collect(),
+            union: union.map(|u| Prefilter::new(&u, src)),
             unescaped: String::new(),
             key: String::new(),
             rewritten: String::new(),
@@ -1211,11 +1259,21 @@ impl<'p, 'b, 'f> JsonMasker<'p, 'b, 'f> {
         // knows raw bytes, so a string with escapes is always searched).
         let mut wanted = std::mem::take(&mut self.wanted);
         wanted.clear();
+        let mut union_may = None;
         for (i, edit) in self.program.regexes.iter().enumerate() {
             if edit.id >= below {
                 break;
             }
-            if escaped || self.prefilters[i].may_match(start, end) {
+            let may = escaped
+                || match &mut self.prefilters[i] {
+                    Some(own) => own.may_match(start, end),
+                    None => *union_may.get_or_insert_with(|| {
+                        self.union
+                            .as_mut()
+                            .is_none_or(|union| union.may_match(start, end))
+                    }),
+                };
+            if may {
                 wanted.push(i);
             }
         }
