@@ -273,19 +273,14 @@ fn masked(
             "a plugin masked a body of content type {content_type:?}, which the host cannot mask"
         ))
     })?;
-    let mut plans = Vec::with_capacity(outcome.masks.len());
-    for (id, plan) in &outcome.masks {
-        let plugin = route
-            .chain
-            .plugins()
-            .iter()
-            .find(|p| p.id() == id)
-            .ok_or_else(|| GatewayError::Internal(format!("mask plan from unknown plugin {id}")))?;
-        plans.push(PlanRef {
+    let plans: Vec<PlanRef<'_>> = outcome
+        .masks
+        .iter()
+        .map(|(plugin, plan)| PlanRef {
             plan,
             patterns: plugin.patterns(),
-        });
-    }
+        })
+        .collect();
     let result = mask::apply(plain, kind, &plans, gateway.hash_key.as_deref())?;
     let reported = outcome.masks.iter().flat_map(|(_, plan)| &plan.findings);
     if !result.findings.is_empty() || reported.clone().next().is_some() {

@@ -536,6 +536,54 @@ plugins = ["deny-nothing"]
     assert_eq!(env.upstream.seen().len(), 2);
 }
 
+/// Masking follows identity: the agents' access rule runs `mask` (which is not in the route's
+/// own chain), the auditors' rule does not; the same response is masked for agents only.
+#[tokio::test]
+async fn masking_follows_the_access_rule_not_only_the_route_chain() {
+    let owner = MockUpstream::start(|_| Reply::json(r#"{"owner":"alice@example.com"}"#)).await;
+    let owner_url = owner.url();
+    let env = env_with(SigningKey::rsa("k1"), false, move |issuer, _| {
+        format!(
+            r#"
+{}
+[[plugin]]
+name = "mask"
+file = "mask.wasm"
+[[plugin]]
+name = "allow-all"
+file = "allow-all.wasm"
+
+[[route]]
+name = "api"
+upstream = "{owner_url}"
+plugins = ["allow-all"]
+[[route.access]]
+name = "agents"
+roles = ["agent"]
+plugins = ["allow-all", "mask"]
+[[route.access]]
+name = "auditors"
+roles = ["auditor"]
+"#,
+            provider_toml("agents", issuer, AUD, "")
+        )
+    })
+    .await;
+    let idp = &env.idp;
+    let client = env.gw.client(false);
+    let token = |role: &str| {
+        let mut c = idp.claims(AUD, "caller");
+        c["roles"] = json!([role]);
+        idp.mint(&c)
+    };
+    let agent = call(&client, Some(&token("agent")), &[]).await;
+    assert_eq!(agent.status, 200, "{}", agent.text());
+    assert_eq!(agent.json(), json!({"owner": "[EMAIL]"}));
+    let auditor = call(&client, Some(&token("auditor")), &[]).await;
+    assert_eq!(auditor.status, 200, "{}", auditor.text());
+    assert_eq!(auditor.json(), json!({"owner": "alice@example.com"}));
+}
+
 #[tokio::test]
 async fn a_route_is_open_only_when_it_says_authentication_none() {
     let env = env_with(SigningKey::rsa("k1"), false, |issuer, upstream| {

@@ -356,7 +356,7 @@ async fn response_body_masking_returns_a_plan_with_findings_and_counts() {
         .unwrap();
     assert!(matches!(out.decision, ResponseDecision::Continue));
     let (by, plan) = &out.masks[0];
-    assert_eq!(by.name, "misbehave");
+    assert_eq!(by.id().name, "misbehave");
     assert_eq!(plan.edits[0].kind, "secret");
     // The host reports what the plan masks: one finding per location, never the values.
     let plugin = set.get("misbehave").unwrap();

@@ -167,7 +167,7 @@ pub struct ResponseOutcome {
     /// The decision.
     pub decision: ResponseDecision,
     /// Mask plans to execute on the body, in chain order (body hook only).
-    pub masks: Vec<(Arc<PluginId>, MaskPlan)>,
+    pub masks: Vec<(Arc<Plugin>, MaskPlan)>,
     /// Plugins that asked for the body (header hook only).
     pub body_wants: Vec<BodyWant>,
     /// Every step taken.
@@ -408,7 +408,7 @@ impl Chain {
                 .push(step(plugin, Hook::OnResponseBody, response_kind(&verdict)));
             match verdict {
                 ResponseVerdict::Pass | ResponseVerdict::NeedBody(_) => {}
-                ResponseVerdict::Mask(plan) => out.masks.push((plugin.id().clone(), plan)),
+                ResponseVerdict::Mask(plan) => out.masks.push((plugin.clone(), plan)),
                 ResponseVerdict::Replace(replacement) => {
                     out.decision = ResponseDecision::Replace {
                         by: plugin.id().clone(),
