@@ -32,8 +32,12 @@ pub enum StartError {
     /// The TLS certificate or key could not be used.
     #[error("TLS: {0}")]
     Tls(String),
-    /// The plugin directory or the configuration file cannot be watched.
-    #[error("reload watch: {0}")]
+    /// The plugin directory or the configuration file cannot be watched. Starting anyway would
+    /// leave operators believing that policy they drop in takes effect.
+    #[error(
+        "reload watch: {0} (raise fs.inotify.max_user_watches / max_user_instances, or set \
+         [reload] watch = false and reload through the admin API)"
+    )]
     Watch(String),
     /// A listener could not bind.
     #[error("cannot listen on {addr}: {reason}")]
