@@ -63,3 +63,4 @@
 pub mod merkle;
 pub mod note;
 pub mod record;
+pub mod segment;
