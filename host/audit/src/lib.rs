@@ -60,7 +60,12 @@
 //!
 //! Key rotation: a `key.rotated` record (`old`, `new`: verifier keys), then a checkpoint that
 //! covers it signed by both keys; every later checkpoint is signed by the new key only.
+pub mod export;
+pub mod har;
 pub mod merkle;
 pub mod note;
 pub mod record;
+pub mod recover;
 pub mod segment;
+pub mod verify;
+pub mod writer;

@@ -131,7 +131,11 @@ impl Record {
         let Value::Object(fields) = value else {
             return Err(LineError::Json("not an object".into()));
         };
-        let keys: Vec<&str> = fields.keys().take(HEAD_KEYS.len()).map(|k| k.as_str()).collect();
+        let keys: Vec<&str> = fields
+            .keys()
+            .take(HEAD_KEYS.len())
+            .map(|k| k.as_str())
+            .collect();
         if keys != HEAD_KEYS {
             return Err(LineError::Head(format!(
                 "the first keys are {keys:?}, not {HEAD_KEYS:?}"
@@ -186,7 +190,8 @@ mod tests {
                 log: "test.example/log",
                 seq: 7,
                 epoch: 2,
-                ts: SystemTime::UNIX_EPOCH + std::time::Duration::from_micros(1_700_000_000_123_456),
+                ts: SystemTime::UNIX_EPOCH
+                    + std::time::Duration::from_micros(1_700_000_000_123_456),
                 prev: genesis("test.example/log"),
                 kind: "request.decision",
             },
@@ -207,7 +212,10 @@ mod tests {
             "{text}"
         );
         let record = Record::parse(&out[..out.len() - 1]).expect("parses");
-        assert_eq!(record.seq, 7, "a field named like a head key never shadows it");
+        assert_eq!(
+            record.seq, 7,
+            "a field named like a head key never shadows it"
+        );
         assert_eq!(record.kind, "request.decision");
         assert_eq!(record.fields["route"], "blob");
         assert_eq!(record.prev, genesis("test.example/log"));

@@ -1,0 +1,2014 @@
+//! `portcullis audit verify`: reads a log directory as raw bytes, streams its segments once and
+//! checks records, chain, segments, Merkle roots, signed checkpoints, key rotation, anchors and a
+//! saved state, reporting every problem as a [`Finding`] with a stable [`Code`].
+//!
+//! Trust comes only from [`Options::trusted`] (the pinned trust file) and from keys introduced
+//! by a `key.rotated` record whose covering checkpoint a trusted old key co-signed; a key found
+//! beside the log is never read.
+//!
+//! Memory: the segments are streamed (one line at a time); only the Merkle frontier, the roots at
+//! the sizes some checkpoint, anchor or saved state claims, the parsed checkpoints and the
+//! `key.rotated` records are kept.
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use serde_json::{Map, Value, json};
+
+use crate::merkle::{Frontier, Hash, leaf_hash};
+use crate::note::{SignedCheckpoint, VerifierKey};
+use crate::record::{self, LineError, Record};
+use crate::segment::{self, CheckpointLine};
+
+/// The expected heartbeat interval when none is given: the writer's default.
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(60);
+
+/// At most this many findings of one code are listed; the rest are counted in
+/// [`Report::suppressed`].
+pub const MAX_FINDINGS_PER_CODE: u64 = 100;
+
+/// How often (in bytes read) the progress callback is called, besides at the end of each file.
+const PROGRESS_STEP: u64 = 1 << 20;
+
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// What to verify and against what.
+pub struct Options {
+    /// The log directory.
+    pub dir: PathBuf,
+    /// The pinned verifier keys (the auditor's trust file). Never taken from the log directory.
+    pub trusted: Vec<VerifierKey>,
+    /// Checkpoints held elsewhere (a witness, a SIEM, an append-only blob) that the log must
+    /// still contain. Either in the `checkpoints.jsonl` format (one `{"ts","segment","note"}`
+    /// object per line; chosen when the first non-blank byte is `{`) or plain signed notes, one
+    /// after another, separated by blank lines.
+    pub anchor: Option<PathBuf>,
+    /// The state saved by the last run (`{"origin","size","root"}` JSON): read if it exists, the
+    /// log must extend it; rewritten (atomically) after a run with no failure.
+    pub state: Option<PathBuf>,
+    /// The time to judge staleness against (normally `SystemTime::now()`).
+    pub now: SystemTime,
+    /// The writer's heartbeat interval: a last record older than twice this, that is not a
+    /// `gateway.stop`, is a warning; so is a gap of twice this between records of one epoch.
+    pub heartbeat: Duration,
+    /// Called with (bytes read, total bytes of the segments) as the segments are read.
+    pub progress: Option<Box<dyn FnMut(u64, u64)>>,
+}
+
+impl Options {
+    /// Options for `dir` against `trusted`: no anchor, no saved state, judged now, with the
+    /// default heartbeat interval and no progress callback.
+    pub fn new(dir: impl Into<PathBuf>, trusted: Vec<VerifierKey>) -> Self {
+        Self {
+            dir: dir.into(),
+            trusted,
+            anchor: None,
+            state: None,
+            now: SystemTime::now(),
+            heartbeat: DEFAULT_HEARTBEAT,
+            progress: None,
+        }
+    }
+}
+
+impl fmt::Debug for Options {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Options")
+            .field("dir", &self.dir)
+            .field("trusted", &self.trusted)
+            .field("anchor", &self.anchor)
+            .field("state", &self.state)
+            .field("now", &self.now)
+            .field("heartbeat", &self.heartbeat)
+            .field("progress", &self.progress.is_some())
+            .finish()
+    }
+}
+
+/// Why verification could not run at all (usage or I/O): not a finding about the log.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    /// The log directory does not exist or is not a directory.
+    #[error("{0}: not a log directory")]
+    NotADirectory(String),
+    /// No trusted key was given.
+    #[error("no trusted verifier keys: give the pinned trust file")]
+    NoTrustedKeys,
+    /// A file could not be read or written.
+    #[error("{path}: {error}")]
+    Io {
+        /// The file.
+        path: String,
+        /// What went wrong.
+        error: std::io::Error,
+    },
+    /// The saved state file exists but is not a saved state.
+    #[error("{path}: not a saved verifier state: {reason}")]
+    BadState {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// How bad a finding is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Severity {
+    /// The log fails verification.
+    Failure,
+    /// Worth a look; the log still passes (exit 2 under `--strict`).
+    Warning,
+}
+
+impl Severity {
+    /// `failure` or `warning`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Failure => "failure",
+            Severity::Warning => "warning",
+        }
+    }
+}
+
+/// The summary line a finding counts against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Area {
+    /// Records or checkpoints of another log.
+    Origin,
+    /// Signing keys: trust, retirement, rotation.
+    Keys,
+    /// Segment files: numbering, open, close, frontier.
+    Segments,
+    /// Lines and their sequence: parsing, termination, seq, epoch, clock.
+    Records,
+    /// The `prev` chain.
+    Chain,
+    /// Merkle roots against checkpoints.
+    Merkle,
+    /// The checkpoint file.
+    Checkpoints,
+    /// The anchor file.
+    Anchors,
+    /// Heartbeats and staleness.
+    Heartbeats,
+    /// Crash recoveries.
+    Recoveries,
+    /// Record shape: head, body, canonical bytes.
+    Schema,
+    /// The saved state of the last run.
+    State,
+}
+
+impl Area {
+    /// Every area, in summary order.
+    pub const ALL: [Area; 12] = [
+        Area::Origin,
+        Area::Keys,
+        Area::Segments,
+        Area::Records,
+        Area::Chain,
+        Area::Merkle,
+        Area::Checkpoints,
+        Area::Anchors,
+        Area::Heartbeats,
+        Area::Recoveries,
+        Area::Schema,
+        Area::State,
+    ];
+
+    /// The summary line's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Area::Origin => "origin",
+            Area::Keys => "keys",
+            Area::Segments => "segments",
+            Area::Records => "records",
+            Area::Chain => "chain",
+            Area::Merkle => "merkle",
+            Area::Checkpoints => "checkpoints",
+            Area::Anchors => "anchors",
+            Area::Heartbeats => "heartbeats",
+            Area::Recoveries => "recoveries",
+            Area::Schema => "schema",
+            Area::State => "state",
+        }
+    }
+}
+
+macro_rules! codes {
+    ($($(#[doc = $doc:literal])* $name:ident = $text:literal, $severity:ident, $area:ident;)*) => {
+        /// A finding's kind. Its [`as_str`](Code::as_str) text is stable: scripts match on it.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum Code {
+            $($(#[doc = $doc])* $name,)*
+        }
+
+        impl Code {
+            /// Every code.
+            pub const ALL: &'static [Code] = &[$(Code::$name,)*];
+
+            /// The stable kebab-case name.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Code::$name => $text,)*
+                }
+            }
+
+            /// Whether it fails verification or only warns.
+            pub fn severity(self) -> Severity {
+                match self {
+                    $(Code::$name => Severity::$severity,)*
+                }
+            }
+
+            /// The summary line it counts against.
+            pub fn area(self) -> Area {
+                match self {
+                    $(Code::$name => Area::$area,)*
+                }
+            }
+        }
+    };
+}
+
+codes! {
+    /// A terminated line is not JSON (or not UTF-8): the record cannot be read.
+    LineUnparsable = "line-unparsable", Failure, Records;
+    /// A segment other than the last ends without `\n`: bytes were cut or appended.
+    LineNotTerminated = "line-not-terminated", Failure, Records;
+    /// The last segment (or the checkpoint file) ends with an unterminated line, or the last
+    /// segment is empty: a write torn by a crash, never acknowledged; recovery cuts it.
+    TailTorn = "tail-torn", Warning, Records;
+    /// The line is not as the writer writes it: a byte-order mark, CR, or whitespace outside
+    /// strings (it was re-serialised).
+    LineNotCanonical = "line-not-canonical", Failure, Schema;
+    /// The head keys are missing, misordered or malformed (`v`, `epoch`, `ts`, `id`, `type`).
+    HeadInvalid = "head-invalid", Failure, Schema;
+    /// A record the verifier interprets (`key.rotated`) lacks or mangles its own fields.
+    BodyInvalid = "body-invalid", Failure, Schema;
+    /// A record's `log` is not the log's origin: spliced in from another log.
+    OriginMismatch = "origin-mismatch", Failure, Origin;
+    /// A `seq` skips ahead: records are missing.
+    SeqGap = "seq-gap", Failure, Records;
+    /// A `seq` repeats or goes back: records duplicated, swapped or inserted.
+    SeqOutOfOrder = "seq-out-of-order", Failure, Records;
+    /// A record's `prev` is not the previous line's leaf hash.
+    ChainBroken = "chain-broken", Failure, Chain;
+    /// Record 0's `prev` is not the genesis hash of the origin.
+    GenesisMismatch = "genesis-mismatch", Failure, Chain;
+    /// An `epoch` is lower than the one before it.
+    EpochRegressed = "epoch-regressed", Failure, Records;
+    /// A `ts` is earlier than the one before it (a clock step; not evidence of tampering).
+    ClockBackwards = "clock-backwards", Warning, Records;
+    /// A segment number is missing (a gap, or segment 1 absent), or segment 1 does not start
+    /// at seq 0, or there are no segments at all.
+    SegmentMissing = "segment-missing", Failure, Segments;
+    /// Two segment files carry the same number (e.g. `segment-000002` and `segment-0000002`).
+    SegmentDuplicate = "segment-duplicate", Failure, Segments;
+    /// A segment's first record is not `segment.open`, or its `segment` is not the file's
+    /// number.
+    SegmentOpenMissing = "segment-open-missing", Failure, Segments;
+    /// A `segment.open` that is not a segment's first record, or a record after
+    /// `segment.close`.
+    SegmentMisplaced = "segment-misplaced", Failure, Segments;
+    /// A `segment.open`'s stored frontier is missing, malformed or not the frontier computed
+    /// from the records before it.
+    SegmentFrontierMismatch = "segment-frontier-mismatch", Failure, Segments;
+    /// A segment other than the last does not end with `segment.close`, or a close names the
+    /// wrong segment or `next`.
+    SegmentUnclosed = "segment-unclosed", Failure, Segments;
+    /// There are records but no checkpoint at all (the checkpoint file is missing or empty).
+    NoCheckpoint = "no-checkpoint", Failure, Checkpoints;
+    /// A checkpoint line is not a `{"ts","segment","note"}` object or its note is malformed.
+    CheckpointUnparsable = "checkpoint-unparsable", Failure, Checkpoints;
+    /// A checkpoint's origin is not the log's: spliced in from another log.
+    CheckpointOriginMismatch = "checkpoint-origin-mismatch", Failure, Origin;
+    /// A checkpoint has no valid signature by a trusted key (or a key a trusted key rotated to).
+    CheckpointUntrusted = "checkpoint-untrusted", Failure, Keys;
+    /// A checkpoint is signed only by a key that a `key.rotated` record retired before its size.
+    CheckpointRetiredKey = "checkpoint-retired-key", Failure, Keys;
+    /// A checkpoint claims more records than the log holds: truncation or a forged claim.
+    CheckpointOverClaims = "checkpoint-over-claims", Failure, Merkle;
+    /// A checkpoint's root is not the root computed over the records at its size.
+    CheckpointRootMismatch = "checkpoint-root-mismatch", Failure, Merkle;
+    /// Two validly signed checkpoints of one size with different roots: a fork.
+    CheckpointFork = "checkpoint-fork", Failure, Merkle;
+    /// A checkpoint's size is smaller than the one on the line before: reordered or spliced.
+    CheckpointRegressed = "checkpoint-regressed", Failure, Checkpoints;
+    /// A `key.rotated` record whose first covering checkpoint is not signed by both the (trusted)
+    /// old key and the new key.
+    RotationUnsigned = "rotation-unsigned", Failure, Keys;
+    /// Records after the last verified checkpoint: not (yet) covered by a signature.
+    TailUnsigned = "tail-unsigned", Warning, Checkpoints;
+    /// An anchor note or line does not parse.
+    AnchorUnparsable = "anchor-unparsable", Failure, Anchors;
+    /// An anchor is not signed by a key trusted for this log.
+    AnchorUntrusted = "anchor-untrusted", Failure, Anchors;
+    /// An anchor's origin or root differs from the log's at its size.
+    AnchorMismatch = "anchor-mismatch", Failure, Anchors;
+    /// An anchor covers more records than the log holds: truncation or rollback.
+    AnchorAhead = "anchor-ahead", Failure, Anchors;
+    /// The log no longer extends the saved state: another origin, fewer records, or another
+    /// root at the saved size.
+    StateRollback = "state-rollback", Failure, State;
+    /// The last record is older than twice the heartbeat interval and is not a `gateway.stop`:
+    /// the writer stopped without a trace, or the tail was truncated.
+    StaleHeartbeat = "stale-heartbeat", Warning, Heartbeats;
+    /// Two consecutive records of one epoch are more than twice the heartbeat interval apart.
+    HeartbeatGap = "heartbeat-gap", Warning, Heartbeats;
+    /// A `log.recovered` record: recovery cut bytes after a crash (kept in `quarantine/`).
+    LogRecovered = "log-recovered", Warning, Recoveries;
+}
+
+/// One problem found, with where it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    /// What it is.
+    pub code: Code,
+    /// How bad ([`Code::severity`]).
+    pub severity: Severity,
+    /// The file, relative to the log directory (or the anchor or state path as given).
+    pub file: Option<String>,
+    /// The line number in that file, from 1.
+    pub line: Option<u64>,
+    /// The byte offset of that line's start.
+    pub offset: Option<u64>,
+    /// The record's `seq`, if the line is a record.
+    pub seq: Option<u64>,
+    /// What is wrong, for a person.
+    pub message: String,
+}
+
+/// What the saved state check did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StateCheck {
+    /// No state path was given.
+    #[default]
+    NotGiven,
+    /// A path was given but no state saved there yet (a first run).
+    NoSavedState,
+    /// A saved state of this many records was checked.
+    Checked {
+        /// Its size.
+        size: u64,
+    },
+}
+
+/// The outcome of a verification: counts, the log's root, and every finding.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    /// The log's origin (from the first trusted checkpoint, else the first record).
+    pub origin: Option<String>,
+    /// The keys that produced trusted checkpoint signatures, as `<name>+<hex id>`.
+    pub keys: Vec<String>,
+    /// Segment files read.
+    pub segments: u64,
+    /// Terminated lines read (each a leaf of the Merkle tree, parsable or not).
+    pub records: u64,
+    /// Bytes of the segments read.
+    pub bytes: u64,
+    /// Checkpoint notes parsed.
+    pub checkpoints: u64,
+    /// Records covered by the largest trusted checkpoint whose root matched.
+    pub covered: u64,
+    /// Anchor notes parsed.
+    pub anchors: u64,
+    /// `heartbeat` records.
+    pub heartbeats: u64,
+    /// `log.recovered` records.
+    pub recoveries: u64,
+    /// `key.rotated` records.
+    pub rotations: u64,
+    /// Distinct epochs seen.
+    pub epochs: u64,
+    /// The Merkle root over every leaf read (`None` for an empty log).
+    pub root: Option<Hash>,
+    /// The tree size the root is over (records, plus archived ones a first segment's frontier
+    /// stands for).
+    pub size: u64,
+    /// Whether an anchor file was given.
+    pub anchored: bool,
+    /// What the saved state check did.
+    pub state: StateCheck,
+    /// Whether the state file was rewritten.
+    pub state_written: bool,
+    /// The findings listed, in the order found.
+    pub findings: Vec<Finding>,
+    /// Findings beyond [`MAX_FINDINGS_PER_CODE`] of one code, counted but not listed.
+    pub suppressed: BTreeMap<Code, u64>,
+}
+
+impl Report {
+    /// Whether there is no failure (warnings allowed).
+    pub fn passed(&self) -> bool {
+        self.failures() == 0
+    }
+
+    /// The number of failures, suppressed ones included.
+    pub fn failures(&self) -> u64 {
+        self.count(|c| c.severity() == Severity::Failure)
+    }
+
+    /// The number of warnings, suppressed ones included.
+    pub fn warnings(&self) -> u64 {
+        self.count(|c| c.severity() == Severity::Warning)
+    }
+
+    /// Whether a finding of `code` was made.
+    pub fn has(&self, code: Code) -> bool {
+        self.count(|c| c == code) > 0
+    }
+
+    /// The distinct codes found, in code order.
+    pub fn codes(&self) -> Vec<Code> {
+        let set: BTreeSet<Code> = self
+            .findings
+            .iter()
+            .map(|f| f.code)
+            .chain(self.suppressed.keys().copied())
+            .collect();
+        set.into_iter().collect()
+    }
+
+    fn count(&self, keep: impl Fn(Code) -> bool) -> u64 {
+        let listed = self.findings.iter().filter(|f| keep(f.code)).count() as u64;
+        let hidden: u64 = self
+            .suppressed
+            .iter()
+            .filter(|(c, _)| keep(**c))
+            .map(|(_, n)| n)
+            .sum();
+        listed + hidden
+    }
+
+    /// The process exit code: 0 pass, 1 any failure, 2 warnings only and `strict`.
+    pub fn exit_code(&self, strict: bool) -> u8 {
+        if !self.passed() {
+            1
+        } else if strict && self.warnings() > 0 {
+            2
+        } else {
+            0
+        }
+    }
+
+    fn area_status(&self, area: Area) -> String {
+        let failures = self.count(|c| c.area() == area && c.severity() == Severity::Failure);
+        let warnings = self.count(|c| c.area() == area && c.severity() == Severity::Warning);
+        let plural = |n: u64, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
+        match (failures, warnings) {
+            (0, 0) => "ok".into(),
+            (f, 0) => plural(f, "failure"),
+            (0, w) => plural(w, "warning"),
+            (f, w) => format!("{}, {}", plural(f, "failure"), plural(w, "warning")),
+        }
+    }
+
+    /// The summary (one line per area: a count and `ok`, or the number of problems), the
+    /// result, then one line per finding: severity, code, `file:line @offset`, seq, message.
+    pub fn render_text(&self) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::new();
+        let status = |area| self.area_status(area);
+        let root = self
+            .root
+            .map_or_else(|| "none".to_string(), |r| record::encode_hash(&r));
+        let keys = if self.keys.is_empty() {
+            "none".to_string()
+        } else {
+            self.keys.join(", ")
+        };
+        let lines: [(&str, String); 12] = [
+            (
+                "origin",
+                format!(
+                    "{}: {}",
+                    self.origin.as_deref().unwrap_or("(unknown)"),
+                    status(Area::Origin)
+                ),
+            ),
+            ("keys", format!("{keys}: {}", status(Area::Keys))),
+            (
+                "segments",
+                format!("{}: {}", self.segments, status(Area::Segments)),
+            ),
+            (
+                "records",
+                format!(
+                    "{} ({} bytes, {} epochs): {}",
+                    self.records,
+                    self.bytes,
+                    self.epochs,
+                    status(Area::Records)
+                ),
+            ),
+            ("chain", status(Area::Chain)),
+            (
+                "merkle",
+                format!(
+                    "root {root} at size {}: {}",
+                    self.size,
+                    status(Area::Merkle)
+                ),
+            ),
+            (
+                "checkpoints",
+                format!(
+                    "{} ({} records covered): {}",
+                    self.checkpoints,
+                    self.covered,
+                    status(Area::Checkpoints)
+                ),
+            ),
+            (
+                "anchors",
+                if self.anchored {
+                    format!("{}: {}", self.anchors, status(Area::Anchors))
+                } else {
+                    "none given".into()
+                },
+            ),
+            (
+                "heartbeats",
+                format!("{}: {}", self.heartbeats, status(Area::Heartbeats)),
+            ),
+            (
+                "recoveries",
+                format!("{}: {}", self.recoveries, status(Area::Recoveries)),
+            ),
+            ("schema", status(Area::Schema)),
+            (
+                "state",
+                match self.state {
+                    StateCheck::NotGiven => "none given".into(),
+                    StateCheck::NoSavedState => format!(
+                        "first run{}: {}",
+                        if self.state_written { ", saved" } else { "" },
+                        status(Area::State)
+                    ),
+                    StateCheck::Checked { size } => format!(
+                        "extends saved size {size}{}: {}",
+                        if self.state_written { ", saved" } else { "" },
+                        status(Area::State)
+                    ),
+                },
+            ),
+        ];
+        for (name, value) in lines {
+            let _ = writeln!(out, "{:<12} {value}", format!("{name}:"));
+        }
+        let result = match (self.failures(), self.warnings()) {
+            (0, 0) => "PASS".to_string(),
+            (0, w) => format!("PASS with {w} warning{}", if w == 1 { "" } else { "s" }),
+            (f, w) => format!(
+                "FAIL: {f} failure{}, {w} warnings",
+                if f == 1 { "" } else { "s" }
+            ),
+        };
+        let _ = writeln!(out, "{:<12} {result}", "result:");
+        for finding in &self.findings {
+            let tag = match finding.severity {
+                Severity::Failure => "FAIL",
+                Severity::Warning => "WARN",
+            };
+            let mut place = finding.file.clone().unwrap_or_default();
+            if let Some(line) = finding.line {
+                let _ = write!(place, ":{line}");
+            }
+            if let Some(offset) = finding.offset {
+                let _ = write!(place, " @{offset}");
+            }
+            if let Some(seq) = finding.seq {
+                let _ = write!(place, " seq {seq}");
+            }
+            let _ = writeln!(
+                out,
+                "{tag} {} {}: {}",
+                finding.code.as_str(),
+                place.trim(),
+                finding.message
+            );
+        }
+        for (code, n) in &self.suppressed {
+            let _ = writeln!(out, "… and {n} more {} findings", code.as_str());
+        }
+        out
+    }
+
+    /// The report for machines: the counts, per-area status, and every finding.
+    pub fn to_json(&self) -> Value {
+        let areas: Map<String, Value> = Area::ALL
+            .iter()
+            .map(|a| (a.as_str().to_string(), Value::from(self.area_status(*a))))
+            .collect();
+        let findings: Vec<Value> = self
+            .findings
+            .iter()
+            .map(|f| {
+                json!({
+                    "code": f.code.as_str(),
+                    "severity": f.severity.as_str(),
+                    "file": f.file,
+                    "line": f.line,
+                    "offset": f.offset,
+                    "seq": f.seq,
+                    "message": f.message,
+                })
+            })
+            .collect();
+        let suppressed: Map<String, Value> = self
+            .suppressed
+            .iter()
+            .map(|(c, n)| (c.as_str().to_string(), Value::from(*n)))
+            .collect();
+        let state = match self.state {
+            StateCheck::NotGiven => Value::Null,
+            StateCheck::NoSavedState => json!({"saved_size": null, "written": self.state_written}),
+            StateCheck::Checked { size } => {
+                json!({"saved_size": size, "written": self.state_written})
+            }
+        };
+        json!({
+            "passed": self.passed(),
+            "failures": self.failures(),
+            "warnings": self.warnings(),
+            "origin": self.origin,
+            "keys": self.keys,
+            "segments": self.segments,
+            "records": self.records,
+            "bytes": self.bytes,
+            "size": self.size,
+            "root": self.root.as_ref().map(record::encode_hash),
+            "checkpoints": self.checkpoints,
+            "covered": self.covered,
+            "anchors": if self.anchored { Value::from(self.anchors) } else { Value::Null },
+            "heartbeats": self.heartbeats,
+            "recoveries": self.recoveries,
+            "rotations": self.rotations,
+            "epochs": self.epochs,
+            "state": state,
+            "summary": areas,
+            "findings": findings,
+            "suppressed": suppressed,
+        })
+    }
+}
+
+/// Where a finding is.
+#[derive(Debug, Clone, Default)]
+struct Loc {
+    file: String,
+    line: u64,
+    offset: u64,
+    seq: Option<u64>,
+}
+
+impl Loc {
+    fn with_seq(&self, seq: u64) -> Loc {
+        Loc {
+            seq: Some(seq),
+            ..self.clone()
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Findings {
+    list: Vec<Finding>,
+    per_code: HashMap<Code, u64>,
+    suppressed: BTreeMap<Code, u64>,
+}
+
+impl Findings {
+    fn add(&mut self, code: Code, loc: Option<&Loc>, message: impl Into<String>) {
+        let n = self.per_code.entry(code).or_insert(0);
+        *n += 1;
+        if *n > MAX_FINDINGS_PER_CODE {
+            *self.suppressed.entry(code).or_insert(0) += 1;
+            return;
+        }
+        self.list.push(Finding {
+            code,
+            severity: code.severity(),
+            file: loc.map(|l| l.file.clone()),
+            line: loc.map(|l| l.line),
+            offset: loc.map(|l| l.offset),
+            seq: loc.and_then(|l| l.seq),
+            message: message.into(),
+        });
+    }
+
+    fn failed(&self) -> bool {
+        self.per_code
+            .keys()
+            .any(|c| c.severity() == Severity::Failure)
+    }
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> VerifyError + use<> {
+    let path = path.display().to_string();
+    move |error| VerifyError::Io { path, error }
+}
+
+/// Verify the log in `options.dir`. Problems with the log are findings in the report; only
+/// usage and I/O problems (no directory, no trusted key, an unreadable file, a corrupt state
+/// file) are errors.
+pub fn verify(options: Options) -> Result<Report, VerifyError> {
+    let Options {
+        dir,
+        trusted,
+        anchor,
+        state,
+        now,
+        heartbeat,
+        progress,
+    } = options;
+    if !dir.is_dir() {
+        return Err(VerifyError::NotADirectory(dir.display().to_string()));
+    }
+    if trusted.is_empty() {
+        return Err(VerifyError::NoTrustedKeys);
+    }
+    let mut findings = Findings::default();
+    let mut report = Report {
+        anchored: anchor.is_some(),
+        ..Report::default()
+    };
+
+    // The small files first: they say at which sizes roots are needed.
+    let checkpoints = read_checkpoints(&dir.join(segment::CHECKPOINTS), &mut findings)?;
+    report.checkpoints = checkpoints.len() as u64;
+    let anchors = match &anchor {
+        Some(path) => read_anchors(path, &mut findings)?,
+        None => Vec::new(),
+    };
+    report.anchors = anchors.len() as u64;
+    let saved = match &state {
+        Some(path) => read_state(path)?,
+        None => None,
+    };
+    report.state = match (&state, &saved) {
+        (None, _) => StateCheck::NotGiven,
+        (Some(_), None) => StateCheck::NoSavedState,
+        (Some(_), Some(s)) => StateCheck::Checked { size: s.size },
+    };
+
+    // The origin: the first checkpoint a pinned key signed says it; else the first record.
+    let origin = checkpoints.iter().find_map(|cp| {
+        let o = &cp.note.checkpoint.origin;
+        let signed = cp.note.signed_by(&trusted).iter().any(|k| &k.name == o);
+        signed.then(|| o.clone())
+    });
+
+    let mut wanted: BTreeSet<u64> = checkpoints.iter().map(|c| c.note.checkpoint.size).collect();
+    wanted.extend(anchors.iter().map(|a| a.note.checkpoint.size));
+    wanted.extend(saved.iter().map(|s| s.size));
+
+    let segments = segment::list(&dir).map_err(io_error(&dir))?;
+    let total: u64 = segments
+        .iter()
+        .map(|(_, p)| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
+        .sum();
+    let mut scan = Scan::new(origin, heartbeat, wanted, findings, progress, total);
+    if segments.is_empty() {
+        scan.findings.add(
+            Code::SegmentMissing,
+            None,
+            "no segment files in the directory",
+        );
+    }
+    let mut expected = 1u64;
+    let mut previous: Option<u64> = None;
+    for (index, (number, path)) in segments.iter().enumerate() {
+        let file = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let loc = Loc {
+            file: file.clone(),
+            ..Loc::default()
+        };
+        if previous == Some(*number) {
+            scan.findings.add(
+                Code::SegmentDuplicate,
+                Some(&loc),
+                format!("a second file for segment {number}"),
+            );
+        } else if *number != expected {
+            let missing = if *number == expected + 1 {
+                segment::name(expected)
+            } else {
+                format!(
+                    "{} to {}",
+                    segment::name(expected),
+                    segment::name(number.saturating_sub(1))
+                )
+            };
+            scan.findings.add(
+                Code::SegmentMissing,
+                Some(&loc),
+                format!("{missing} missing before {file}"),
+            );
+        }
+        previous = Some(*number);
+        expected = number + 1;
+        scan.segment(*number, path, &file, index + 1 == segments.len())?;
+    }
+    report.segments = segments.len() as u64;
+    scan.finish_progress();
+
+    let Scan {
+        origin,
+        frontier,
+        roots,
+        records,
+        bytes_done,
+        rotations,
+        heartbeats,
+        recoveries,
+        epochs,
+        last,
+        mut findings,
+        ..
+    } = scan;
+    let size = frontier.size();
+    report.records = records;
+    report.bytes = bytes_done;
+    report.size = size;
+    report.root = (size > 0).then(|| frontier.root());
+    report.heartbeats = heartbeats;
+    report.recoveries = recoveries;
+    report.rotations = rotations.len() as u64;
+    report.epochs = epochs;
+    report.origin = origin.clone();
+
+    let judged = judge_checkpoints(
+        origin.as_deref(),
+        &checkpoints,
+        &trusted,
+        &rotations,
+        &roots,
+        size,
+        &mut findings,
+    );
+    report.covered = judged.covered;
+    report.keys = judged.keys;
+
+    if checkpoints.is_empty() && records > 0 {
+        findings.add(
+            Code::NoCheckpoint,
+            None,
+            format!(
+                "{} is missing or empty: no record is signed",
+                segment::CHECKPOINTS
+            ),
+        );
+    } else if judged.covered < size {
+        findings.add(
+            Code::TailUnsigned,
+            None,
+            format!(
+                "seq {} to {} ({} records) are not covered by a verified checkpoint",
+                judged.covered,
+                size - 1,
+                size - judged.covered
+            ),
+        );
+    }
+
+    judge_anchors(
+        origin.as_deref(),
+        &anchors,
+        &judged.ever_trusted,
+        &roots,
+        size,
+        &mut findings,
+    );
+
+    if let (Some(saved), Some(path)) = (&saved, &state) {
+        judge_state(origin.as_deref(), saved, path, &roots, size, &mut findings);
+    }
+
+    match &last {
+        Some(last) if last.kind == "gateway.stop" => {}
+        Some(last) => {
+            if let Some(t) = last.time
+                && now.duration_since(t).unwrap_or_default() > heartbeat * 2
+            {
+                findings.add(
+                    Code::StaleHeartbeat,
+                    Some(&last.loc),
+                    format!(
+                        "the last record ({}, {}) is {} old, more than twice the heartbeat \
+                         interval, and is not a gateway.stop: the writer died or the tail was cut",
+                        last.kind,
+                        record::format_ts(t),
+                        humantime::format_duration(Duration::from_secs(
+                            now.duration_since(t).unwrap_or_default().as_secs()
+                        ))
+                    ),
+                );
+            }
+        }
+        None => findings.add(Code::StaleHeartbeat, None, "the log has no records at all"),
+    }
+
+    if !findings.failed()
+        && let (Some(path), Some(origin)) = (&state, &origin)
+        && size > 0
+    {
+        write_state(path, origin, size, &frontier.root())?;
+        report.state_written = true;
+    }
+
+    report.findings = findings.list;
+    report.suppressed = findings.suppressed;
+    Ok(report)
+}
+
+/// One parsed checkpoint (from the checkpoint file or the anchor).
+#[derive(Debug, Clone)]
+struct Noted {
+    loc: Loc,
+    note: SignedCheckpoint,
+}
+
+/// Split raw bytes into (line number, offset, line without `\n`, terminated).
+fn split_lines(bytes: &[u8]) -> Vec<(u64, u64, &[u8], bool)> {
+    let mut out = Vec::new();
+    let mut offset = 0usize;
+    let mut number = 0u64;
+    while offset < bytes.len() {
+        number += 1;
+        let rest = &bytes[offset..];
+        match rest.iter().position(|&b| b == b'\n') {
+            Some(end) => {
+                out.push((number, offset as u64, &rest[..end], true));
+                offset += end + 1;
+            }
+            None => {
+                out.push((number, offset as u64, rest, false));
+                offset = bytes.len();
+            }
+        }
+    }
+    out
+}
+
+/// The checkpoint file (read whole: it is small next to the segments). A missing file is no
+/// checkpoint; an unterminated last line is a torn write (a warning, ignored).
+fn read_checkpoints(path: &Path, findings: &mut Findings) -> Result<Vec<Noted>, VerifyError> {
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io_error(path)(e)),
+    };
+    let mut out = Vec::new();
+    for (line, offset, text, terminated) in split_lines(&bytes) {
+        let loc = Loc {
+            file: segment::CHECKPOINTS.to_string(),
+            line,
+            offset,
+            seq: None,
+        };
+        if !terminated {
+            findings.add(
+                Code::TailTorn,
+                Some(&loc),
+                format!(
+                    "the last {} bytes have no \"\\n\": a checkpoint write torn by a crash",
+                    text.len()
+                ),
+            );
+            continue;
+        }
+        let parsed = serde_json::from_slice::<CheckpointLine>(text)
+            .map_err(|e| format!("not a checkpoint line: {e}"))
+            .and_then(|l| SignedCheckpoint::parse(&l.note).map_err(|e| e.to_string()));
+        match parsed {
+            Ok(note) => out.push(Noted { loc, note }),
+            Err(e) => findings.add(Code::CheckpointUnparsable, Some(&loc), e),
+        }
+    }
+    Ok(out)
+}
+
+/// The anchor file: `checkpoints.jsonl` lines, or plain notes separated by blank lines.
+fn read_anchors(path: &Path, findings: &mut Findings) -> Result<Vec<Noted>, VerifyError> {
+    let bytes = std::fs::read(path).map_err(io_error(path))?;
+    let file = path.display().to_string();
+    let mut out = Vec::new();
+    let jsonl = bytes
+        .iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|&b| b == b'{');
+    let mut push = |loc: Loc, parsed: Result<SignedCheckpoint, String>| match parsed {
+        Ok(note) => out.push(Noted { loc, note }),
+        Err(e) => findings.add(Code::AnchorUnparsable, Some(&loc), e),
+    };
+    if jsonl {
+        for (line, offset, text, _) in split_lines(&bytes) {
+            if text.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            let loc = Loc {
+                file: file.clone(),
+                line,
+                offset,
+                seq: None,
+            };
+            let parsed = serde_json::from_slice::<CheckpointLine>(text)
+                .map_err(|e| format!("not a checkpoint line: {e}"))
+                .and_then(|l| SignedCheckpoint::parse(&l.note).map_err(|e| e.to_string()));
+            push(loc, parsed);
+        }
+    } else {
+        let text = match std::str::from_utf8(&bytes) {
+            Ok(text) => text,
+            Err(e) => {
+                let loc = Loc {
+                    file,
+                    ..Loc::default()
+                };
+                push(loc, Err(format!("not UTF-8: {e}")));
+                return Ok(out);
+            }
+        };
+        for (line, offset, note) in plain_notes(text) {
+            let loc = Loc {
+                file: file.clone(),
+                line,
+                offset,
+                seq: None,
+            };
+            push(
+                loc,
+                SignedCheckpoint::parse(&note).map_err(|e| e.to_string()),
+            );
+        }
+    }
+    Ok(out)
+}
+
+/// Plain signed notes one after another: text lines, a blank line, signature lines (`— …`);
+/// a blank line or a line that is not a signature ends a note. Returns (line, offset, note).
+fn plain_notes(text: &str) -> Vec<(u64, u64, String)> {
+    let mut notes = Vec::new();
+    let mut body: Vec<&str> = Vec::new();
+    let mut sigs: Vec<&str> = Vec::new();
+    let mut start = (0u64, 0u64);
+    let mut in_sigs = false;
+    let finish = |body: &mut Vec<&str>, sigs: &mut Vec<&str>, start, notes: &mut Vec<_>| {
+        let mut note = body.join("\n");
+        note.push_str("\n\n");
+        for sig in sigs.iter() {
+            note.push_str(sig);
+            note.push('\n');
+        }
+        let (line, offset) = start;
+        notes.push((line, offset, note));
+        body.clear();
+        sigs.clear();
+    };
+    let mut offset = 0u64;
+    for (index, line) in text.split('\n').enumerate() {
+        let here = (index as u64 + 1, offset);
+        offset += line.len() as u64 + 1;
+        if !in_sigs {
+            if line.is_empty() {
+                if !body.is_empty() {
+                    in_sigs = true;
+                }
+            } else {
+                if body.is_empty() {
+                    start = here;
+                }
+                body.push(line);
+            }
+        } else if line.starts_with("\u{2014} ") {
+            sigs.push(line);
+        } else {
+            finish(&mut body, &mut sigs, start, &mut notes);
+            in_sigs = false;
+            if !line.is_empty() {
+                start = here;
+                body.push(line);
+            }
+        }
+    }
+    if !body.is_empty() {
+        finish(&mut body, &mut sigs, start, &mut notes);
+    }
+    notes
+}
+
+/// The state a run saves: the log extends it next time.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct SavedState {
+    origin: String,
+    size: u64,
+    root: String,
+}
+
+fn read_state(path: &Path) -> Result<Option<SavedState>, VerifyError> {
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_error(path)(e)),
+    };
+    let bad = |reason: String| VerifyError::BadState {
+        path: path.display().to_string(),
+        reason,
+    };
+    let state: SavedState = serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
+    if record::decode_hash(&state.root).is_none() {
+        return Err(bad("`root` is not a base64 SHA-256".into()));
+    }
+    Ok(Some(state))
+}
+
+fn write_state(path: &Path, origin: &str, size: u64, root: &Hash) -> Result<(), VerifyError> {
+    let state = SavedState {
+        origin: origin.to_string(),
+        size,
+        root: record::encode_hash(root),
+    };
+    let mut text = serde_json::to_vec(&state).map_err(|e| VerifyError::BadState {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    text.push(b'\n');
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "state".into());
+    let tmp = path.with_file_name(format!(".{name}.tmp"));
+    std::fs::write(&tmp, &text).map_err(io_error(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(io_error(path))
+}
+
+/// The last record read: for staleness, epochs and the clock.
+#[derive(Debug, Clone)]
+struct Last {
+    loc: Loc,
+    kind: String,
+    epoch: u64,
+    time: Option<SystemTime>,
+}
+
+/// A `key.rotated` record.
+#[derive(Debug, Clone)]
+struct Rotation {
+    loc: Loc,
+    seq: u64,
+    old: VerifierKey,
+    new: VerifierKey,
+}
+
+/// Per-segment state while it is read.
+#[derive(Debug)]
+struct SegmentState {
+    number: u64,
+    lines: u64,
+    last_was_close: bool,
+}
+
+/// The streaming pass over the segments.
+struct Scan {
+    origin: Option<String>,
+    heartbeat: Duration,
+    wanted: BTreeSet<u64>,
+    roots: BTreeMap<u64, Hash>,
+    frontier: Frontier,
+    /// The previous line's leaf (None before the first line).
+    prev_leaf: Option<Hash>,
+    expected_seq: Option<u64>,
+    last: Option<Last>,
+    records: u64,
+    epochs: u64,
+    heartbeats: u64,
+    recoveries: u64,
+    rotations: Vec<Rotation>,
+    findings: Findings,
+    progress: Option<Box<dyn FnMut(u64, u64)>>,
+    bytes_done: u64,
+    bytes_reported: u64,
+    bytes_total: u64,
+}
+
+impl Scan {
+    fn new(
+        origin: Option<String>,
+        heartbeat: Duration,
+        wanted: BTreeSet<u64>,
+        findings: Findings,
+        progress: Option<Box<dyn FnMut(u64, u64)>>,
+        bytes_total: u64,
+    ) -> Self {
+        let mut roots = BTreeMap::new();
+        let frontier = Frontier::new();
+        if wanted.contains(&0) {
+            roots.insert(0, frontier.root());
+        }
+        Scan {
+            origin,
+            heartbeat,
+            wanted,
+            roots,
+            frontier,
+            prev_leaf: None,
+            expected_seq: None,
+            last: None,
+            records: 0,
+            epochs: 0,
+            heartbeats: 0,
+            recoveries: 0,
+            rotations: Vec::new(),
+            findings,
+            progress,
+            bytes_done: 0,
+            bytes_reported: 0,
+            bytes_total,
+        }
+    }
+
+    fn report_progress(&mut self) {
+        if let Some(progress) = self.progress.as_mut() {
+            progress(self.bytes_done, self.bytes_total.max(self.bytes_done));
+        }
+        self.bytes_reported = self.bytes_done;
+    }
+
+    fn finish_progress(&mut self) {
+        if self.bytes_reported != self.bytes_done || self.bytes_done == 0 {
+            self.report_progress();
+        }
+    }
+
+    /// Stream one segment file.
+    fn segment(
+        &mut self,
+        number: u64,
+        path: &Path,
+        file: &str,
+        is_last: bool,
+    ) -> Result<(), VerifyError> {
+        let handle = File::open(path).map_err(io_error(path))?;
+        let mut reader = BufReader::with_capacity(1 << 16, handle);
+        let mut buf = Vec::new();
+        let mut seg = SegmentState {
+            number,
+            lines: 0,
+            last_was_close: false,
+        };
+        let mut offset = 0u64;
+        let mut last_loc = Loc {
+            file: file.to_string(),
+            ..Loc::default()
+        };
+        loop {
+            buf.clear();
+            let n = reader.read_until(b'\n', &mut buf).map_err(io_error(path))? as u64;
+            if n == 0 {
+                break;
+            }
+            seg.lines += 1;
+            let loc = Loc {
+                file: file.to_string(),
+                line: seg.lines,
+                offset,
+                seq: None,
+            };
+            if let Some((b'\n', line)) = buf.split_last() {
+                self.line(line, &loc, &mut seg);
+            } else if is_last {
+                self.findings.add(
+                    Code::TailTorn,
+                    Some(&loc),
+                    format!(
+                        "the last {n} bytes have no \"\\n\": a write torn by a crash, never \
+                         acknowledged; recovery cuts it at the next start"
+                    ),
+                );
+            } else {
+                self.findings.add(
+                    Code::LineNotTerminated,
+                    Some(&loc),
+                    format!("the last {n} bytes of a segment that is not the last have no \"\\n\""),
+                );
+                seg.last_was_close = false;
+            }
+            last_loc = loc;
+            offset += n;
+            self.bytes_done += n;
+            if self.bytes_done - self.bytes_reported >= PROGRESS_STEP {
+                self.report_progress();
+            }
+        }
+        if seg.lines == 0 {
+            let loc = Loc {
+                file: file.to_string(),
+                ..Loc::default()
+            };
+            if is_last {
+                self.findings.add(
+                    Code::TailTorn,
+                    Some(&loc),
+                    "the last segment is empty: created, then a crash before its segment.open",
+                );
+            } else {
+                self.findings
+                    .add(Code::SegmentOpenMissing, Some(&loc), "the segment is empty");
+            }
+        } else if !is_last && !seg.last_was_close {
+            self.findings.add(
+                Code::SegmentUnclosed,
+                Some(&last_loc),
+                format!("segment {number} is not the last but does not end with segment.close"),
+            );
+        }
+        self.report_progress();
+        Ok(())
+    }
+
+    fn push(&mut self, leaf: Hash) {
+        self.frontier.push(leaf);
+        self.prev_leaf = Some(leaf);
+        let size = self.frontier.size();
+        if self.wanted.contains(&size) {
+            self.roots.insert(size, self.frontier.root());
+        }
+    }
+
+    /// One terminated line (without its `\n`): always a leaf, whatever it holds.
+    fn line(&mut self, raw: &[u8], loc: &Loc, seg: &mut SegmentState) {
+        self.records += 1;
+        let leaf = leaf_hash(raw);
+        let mut body = raw;
+        if let Some(rest) = raw.strip_prefix(BOM) {
+            self.findings.add(
+                Code::LineNotCanonical,
+                Some(loc),
+                "the line starts with a byte-order mark",
+            );
+            body = rest;
+        } else if let Some(why) = non_canonical(raw) {
+            self.findings.add(Code::LineNotCanonical, Some(loc), why);
+        }
+        match Record::parse(body) {
+            Ok(rec) => self.record(&rec, leaf, loc, seg),
+            Err(e) => {
+                let code = match e {
+                    LineError::Json(_) => Code::LineUnparsable,
+                    LineError::Head(_) => Code::HeadInvalid,
+                };
+                self.findings.add(code, Some(loc), e.to_string());
+                self.expected_seq = self.expected_seq.map(|s| s + 1);
+                seg.last_was_close = false;
+                self.push(leaf);
+            }
+        }
+    }
+
+    fn record(&mut self, rec: &Record, leaf: Hash, loc: &Loc, seg: &mut SegmentState) {
+        let loc = loc.with_seq(rec.seq);
+        let loc = &loc;
+        self.head(rec, loc);
+        let origin = self.origin.get_or_insert_with(|| rec.log.clone()).clone();
+        if rec.log != origin {
+            self.findings.add(
+                Code::OriginMismatch,
+                Some(loc),
+                format!("the record is from log {:?}, not {origin:?}", rec.log),
+            );
+        }
+
+        match self.expected_seq {
+            Some(e) if rec.seq > e => self.findings.add(
+                Code::SeqGap,
+                Some(loc),
+                format!(
+                    "seq {} follows {}: {} record(s) missing",
+                    rec.seq,
+                    e.wrapping_sub(1),
+                    rec.seq - e
+                ),
+            ),
+            Some(e) if rec.seq < e => self.findings.add(
+                Code::SeqOutOfOrder,
+                Some(loc),
+                format!(
+                    "seq {} follows {}: repeated or out of order",
+                    rec.seq,
+                    e.wrapping_sub(1)
+                ),
+            ),
+            Some(_) => {}
+            None if self.prev_leaf.is_none() && rec.seq != 0 && seg.number == 1 => {
+                self.findings.add(
+                    Code::SegmentMissing,
+                    Some(loc),
+                    format!(
+                        "segment 1 starts at seq {}, not 0: the records before it are missing",
+                        rec.seq
+                    ),
+                );
+            }
+            None => {}
+        }
+        self.expected_seq = Some(rec.seq + 1);
+
+        if seg.last_was_close {
+            self.findings.add(
+                Code::SegmentMisplaced,
+                Some(loc),
+                "a record after the segment's segment.close",
+            );
+        }
+        if loc.line == 1 {
+            self.open(rec, loc, seg.number);
+        } else if rec.kind == "segment.open" {
+            self.findings.add(
+                Code::SegmentMisplaced,
+                Some(loc),
+                "segment.open is not the first record of its segment",
+            );
+        }
+
+        match self.prev_leaf {
+            Some(prev) if rec.prev != prev => self.findings.add(
+                Code::ChainBroken,
+                Some(loc),
+                format!(
+                    "prev {} is not the previous line's leaf {}",
+                    record::encode_hash(&rec.prev),
+                    record::encode_hash(&prev)
+                ),
+            ),
+            Some(_) => {}
+            None if rec.seq == 0 && rec.prev != record::genesis(&origin) => self.findings.add(
+                Code::GenesisMismatch,
+                Some(loc),
+                format!(
+                    "prev of record 0 is not the genesis hash of origin {origin:?}: {}",
+                    record::encode_hash(&rec.prev)
+                ),
+            ),
+            // An archived head: what came before is not here to check against.
+            None => {}
+        }
+
+        match rec.kind.as_str() {
+            "segment.close" => {
+                let segment = rec.fields.get("segment").and_then(Value::as_u64);
+                let next = rec.fields.get("next").and_then(Value::as_u64);
+                if segment != Some(seg.number) || next != Some(seg.number + 1) {
+                    self.findings.add(
+                        Code::SegmentUnclosed,
+                        Some(loc),
+                        format!(
+                            "segment.close says segment {segment:?} next {next:?} in segment {}",
+                            seg.number
+                        ),
+                    );
+                }
+            }
+            "key.rotated" => {
+                let key = |name: &str| {
+                    rec.fields
+                        .get(name)
+                        .and_then(Value::as_str)
+                        .ok_or_else(|| format!("`{name}` is not a string"))
+                        .and_then(|t| VerifierKey::parse(t).map_err(|e| format!("`{name}`: {e}")))
+                };
+                match (key("old"), key("new")) {
+                    (Ok(old), Ok(new)) => self.rotations.push(Rotation {
+                        loc: loc.clone(),
+                        seq: rec.seq,
+                        old,
+                        new,
+                    }),
+                    (Err(e), _) | (_, Err(e)) => {
+                        self.findings.add(Code::BodyInvalid, Some(loc), e);
+                    }
+                }
+            }
+            "heartbeat" => self.heartbeats += 1,
+            "log.recovered" => {
+                self.recoveries += 1;
+                let mut cut = rec.fields.clone();
+                for key in record::HEAD_KEYS {
+                    cut.remove(key);
+                }
+                self.findings.add(
+                    Code::LogRecovered,
+                    Some(loc),
+                    format!(
+                        "recovery cut a damaged tail after a crash: {}",
+                        Value::Object(cut)
+                    ),
+                );
+            }
+            _ => {}
+        }
+        seg.last_was_close = rec.kind == "segment.close";
+
+        let time = rec.time();
+        match &self.last {
+            None => self.epochs = 1,
+            Some(last) => {
+                if rec.epoch < last.epoch {
+                    self.findings.add(
+                        Code::EpochRegressed,
+                        Some(loc),
+                        format!("epoch {} follows epoch {}", rec.epoch, last.epoch),
+                    );
+                } else if rec.epoch > last.epoch {
+                    self.epochs += 1;
+                }
+                if let (Some(t), Some(lt)) = (time, last.time) {
+                    match t.duration_since(lt) {
+                        Err(back) => self.findings.add(
+                            Code::ClockBackwards,
+                            Some(loc),
+                            format!(
+                                "ts {} is {} before the previous record's",
+                                rec.ts,
+                                humantime::format_duration(back.duration())
+                            ),
+                        ),
+                        Ok(gap) if rec.epoch == last.epoch && gap > self.heartbeat * 2 => {
+                            self.findings.add(
+                                Code::HeartbeatGap,
+                                Some(loc),
+                                format!(
+                                    "{} without a record in epoch {}: heartbeats missing",
+                                    humantime::format_duration(Duration::from_secs(gap.as_secs())),
+                                    rec.epoch
+                                ),
+                            );
+                        }
+                        Ok(_) => {}
+                    }
+                }
+            }
+        }
+        self.last = Some(Last {
+            loc: loc.clone(),
+            kind: rec.kind.clone(),
+            epoch: rec.epoch,
+            time,
+        });
+        self.push(leaf);
+    }
+
+    /// The head's values (the order and types `Record::parse` already checked).
+    fn head(&mut self, rec: &Record, loc: &Loc) {
+        let mut problems = Vec::new();
+        if rec.v != record::VERSION {
+            problems.push(format!("v is {}, not {}", rec.v, record::VERSION));
+        }
+        if rec.epoch == 0 {
+            problems.push("epoch is 0; epochs start at 1".to_string());
+        }
+        match rec.time() {
+            None => problems.push(format!("ts {:?} is not RFC 3339", rec.ts)),
+            Some(t) if record::format_ts(t) != rec.ts => problems.push(format!(
+                "ts {:?} is not UTC with microseconds ({})",
+                rec.ts,
+                record::format_ts(t)
+            )),
+            Some(_) => {}
+        }
+        let uuid_ok =
+            uuid::Uuid::try_parse(&rec.id).is_ok_and(|u| u.hyphenated().to_string() == rec.id);
+        if !uuid_ok {
+            problems.push(format!(
+                "id {:?} is not a lowercase hyphenated UUID",
+                rec.id
+            ));
+        }
+        if rec.kind.is_empty() {
+            problems.push("type is empty".to_string());
+        }
+        if !problems.is_empty() {
+            self.findings
+                .add(Code::HeadInvalid, Some(loc), problems.join("; "));
+        }
+    }
+
+    /// A segment's first record: `segment.open` with its number and the frontier before it.
+    fn open(&mut self, rec: &Record, loc: &Loc, number: u64) {
+        if rec.kind != "segment.open" {
+            self.findings.add(
+                Code::SegmentOpenMissing,
+                Some(loc),
+                format!("the first record is {}, not segment.open", rec.kind),
+            );
+            return;
+        }
+        match rec.fields.get("segment").and_then(Value::as_u64) {
+            Some(n) if n == number => {}
+            Some(n) => self.findings.add(
+                Code::SegmentOpenMissing,
+                Some(loc),
+                format!("segment.open of segment {n} in the file of segment {number}"),
+            ),
+            None => self.findings.add(
+                Code::SegmentOpenMissing,
+                Some(loc),
+                "segment.open without a `segment` number",
+            ),
+        }
+        let Some(stored) = parse_frontier(rec.fields.get("frontier")) else {
+            self.findings.add(
+                Code::SegmentFrontierMismatch,
+                Some(loc),
+                "segment.open without a valid `frontier` ({\"size\", \"hashes\"})",
+            );
+            return;
+        };
+        if stored.size() != rec.seq {
+            self.findings.add(
+                Code::SegmentFrontierMismatch,
+                Some(loc),
+                format!(
+                    "the frontier covers {} leaves but the record's seq is {}",
+                    stored.size(),
+                    rec.seq
+                ),
+            );
+        }
+        if self.prev_leaf.is_none() && stored.size() > 0 {
+            // The older segments are archived (or missing: reported by number or seq). This
+            // segment verifies on its own from its stored frontier.
+            self.frontier = stored;
+            let size = self.frontier.size();
+            if self.wanted.contains(&size) {
+                self.roots.insert(size, self.frontier.root());
+            }
+        } else if stored != self.frontier {
+            self.findings.add(
+                Code::SegmentFrontierMismatch,
+                Some(loc),
+                format!(
+                    "the stored frontier ({} leaves) is not the one computed from the {} leaves \
+                     before it",
+                    stored.size(),
+                    self.frontier.size()
+                ),
+            );
+        }
+    }
+}
+
+/// `{"size": n, "hashes": [base64, …]}`.
+fn parse_frontier(value: Option<&Value>) -> Option<Frontier> {
+    let object = value?.as_object()?;
+    let size = object.get("size")?.as_u64()?;
+    let hashes = object
+        .get("hashes")?
+        .as_array()?
+        .iter()
+        .map(|h| h.as_str().and_then(record::decode_hash))
+        .collect::<Option<Vec<Hash>>>()?;
+    Frontier::from_parts(size, hashes)
+}
+
+/// Why a parsable line is not byte for byte what the writer writes, if it is not.
+fn non_canonical(line: &[u8]) -> Option<&'static str> {
+    if line.last() == Some(&b'\r') {
+        return Some("the line ends with CR (CRLF line ending)");
+    }
+    let mut in_string = false;
+    let mut escaped = false;
+    for &b in line {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+        } else if b == b'"' {
+            in_string = true;
+        } else if matches!(b, b' ' | b'\t' | b'\r') {
+            return Some("whitespace outside strings: the line was re-serialised");
+        }
+    }
+    None
+}
+
+/// What the checkpoints established.
+#[derive(Debug, Default)]
+struct Judged {
+    covered: u64,
+    keys: Vec<String>,
+    /// Every key that was trusted at some size: the pinned ones and those rotated to.
+    ever_trusted: Vec<VerifierKey>,
+}
+
+fn key_label(key: &VerifierKey) -> String {
+    format!("{}+{}", key.name, hex::encode(key.id))
+}
+
+/// Trust, roots, forks and order of the checkpoints, and key rotation, after the stream.
+fn judge_checkpoints(
+    origin: Option<&str>,
+    checkpoints: &[Noted],
+    trusted: &[VerifierKey],
+    rotations: &[Rotation],
+    roots: &BTreeMap<u64, Hash>,
+    size: u64,
+    findings: &mut Findings,
+) -> Judged {
+    let origin = origin.unwrap_or_default();
+    let mut judged = Judged {
+        ever_trusted: trusted
+            .iter()
+            .filter(|k| k.name == origin)
+            .cloned()
+            .collect(),
+        ..Judged::default()
+    };
+
+    // File order: origin, then sizes never going back.
+    let mut ours = Vec::new();
+    let mut before: Option<u64> = None;
+    for (index, cp) in checkpoints.iter().enumerate() {
+        let claim = &cp.note.checkpoint;
+        if claim.origin != origin {
+            findings.add(
+                Code::CheckpointOriginMismatch,
+                Some(&cp.loc),
+                format!(
+                    "a checkpoint of log {:?} (size {}), not {origin:?}",
+                    claim.origin, claim.size
+                ),
+            );
+            continue;
+        }
+        if let Some(b) = before
+            && claim.size < b
+        {
+            findings.add(
+                Code::CheckpointRegressed,
+                Some(&cp.loc),
+                format!("size {} after size {b} on the line before", claim.size),
+            );
+        }
+        before = Some(claim.size);
+        ours.push(index);
+    }
+
+    // Size order: rotations take effect at the first checkpoint that covers them.
+    ours.sort_by_key(|&i| (checkpoints[i].note.checkpoint.size, i));
+    let mut active: Vec<VerifierKey> = judged.ever_trusted.clone();
+    let mut retired: Vec<VerifierKey> = Vec::new();
+    let mut every_key: Vec<VerifierKey> = active.clone();
+    for r in rotations {
+        for k in [&r.old, &r.new] {
+            if k.name == origin && !every_key.contains(k) {
+                every_key.push(k.clone());
+            }
+        }
+    }
+    let mut pending = rotations.iter().peekable();
+    let mut seen: BTreeMap<u64, (Hash, u64)> = BTreeMap::new();
+    for &i in &ours {
+        let cp = &checkpoints[i];
+        let claim = &cp.note.checkpoint;
+        while let Some(r) = pending.next_if(|r| r.seq < claim.size) {
+            let old_active = active.contains(&r.old);
+            let old_signed = !cp.note.signed_by(std::slice::from_ref(&r.old)).is_empty();
+            let new_signed =
+                r.new.name == origin && !cp.note.signed_by(std::slice::from_ref(&r.new)).is_empty();
+            if old_active && old_signed && new_signed {
+                active.retain(|k| k != &r.old);
+                retired.push(r.old.clone());
+                if !active.contains(&r.new) {
+                    active.push(r.new.clone());
+                }
+                if !judged.ever_trusted.contains(&r.new) {
+                    judged.ever_trusted.push(r.new.clone());
+                }
+            } else {
+                let mut why = Vec::new();
+                if !old_active {
+                    why.push(format!(
+                        "the old key {} is not a trusted key in force",
+                        key_label(&r.old)
+                    ));
+                }
+                if !old_signed {
+                    why.push("the old key did not sign it".to_string());
+                }
+                if !new_signed {
+                    why.push(format!("the new key {} did not sign it", key_label(&r.new)));
+                }
+                findings.add(
+                    Code::RotationUnsigned,
+                    Some(&r.loc),
+                    format!(
+                        "the first checkpoint covering this rotation ({}:{}, size {}) is not \
+                         co-signed: {}",
+                        cp.loc.file,
+                        cp.loc.line,
+                        claim.size,
+                        why.join("; ")
+                    ),
+                );
+                // The log says the old key is retired; the new one never earned trust.
+                if old_active {
+                    active.retain(|k| k != &r.old);
+                    retired.push(r.old.clone());
+                }
+            }
+        }
+
+        let signers = cp.note.signed_by(&active);
+        let trusted_now = !signers.is_empty();
+        for key in &signers {
+            let label = key_label(key);
+            if !judged.keys.contains(&label) {
+                judged.keys.push(label);
+            }
+        }
+        if !trusted_now {
+            let by_retired = cp.note.signed_by(&retired);
+            if let Some(key) = by_retired.first() {
+                findings.add(
+                    Code::CheckpointRetiredKey,
+                    Some(&cp.loc),
+                    format!(
+                        "size {} is signed only by {}, retired by a key.rotated record before it",
+                        claim.size,
+                        key_label(key)
+                    ),
+                );
+            } else {
+                let names: Vec<String> = cp
+                    .note
+                    .signatures
+                    .iter()
+                    .map(|s| format!("{}+{}", s.name, hex::encode(s.id)))
+                    .collect();
+                findings.add(
+                    Code::CheckpointUntrusted,
+                    Some(&cp.loc),
+                    format!(
+                        "size {}: no valid signature by a trusted key (signed as {})",
+                        claim.size,
+                        names.join(", ")
+                    ),
+                );
+            }
+        }
+
+        if claim.size > size {
+            findings.add(
+                Code::CheckpointOverClaims,
+                Some(&cp.loc),
+                format!(
+                    "claims {} records; the log holds {size}: truncated, or a forged claim",
+                    claim.size
+                ),
+            );
+        } else if let Some(root) = roots.get(&claim.size) {
+            if *root != claim.root {
+                findings.add(
+                    Code::CheckpointRootMismatch,
+                    Some(&cp.loc),
+                    format!(
+                        "root {} at size {} is not the records' root {}",
+                        record::encode_hash(&claim.root),
+                        claim.size,
+                        record::encode_hash(root)
+                    ),
+                );
+            } else if trusted_now {
+                judged.covered = judged.covered.max(claim.size);
+            }
+        }
+
+        if !cp.note.signed_by(&every_key).is_empty() {
+            match seen.get(&claim.size) {
+                Some((root, line)) if *root != claim.root => findings.add(
+                    Code::CheckpointFork,
+                    Some(&cp.loc),
+                    format!(
+                        "size {} is also signed on line {line} with another root: a fork",
+                        claim.size
+                    ),
+                ),
+                Some(_) => {}
+                None => {
+                    seen.insert(claim.size, (claim.root, cp.loc.line));
+                }
+            }
+        }
+    }
+    judged
+}
+
+fn judge_anchors(
+    origin: Option<&str>,
+    anchors: &[Noted],
+    keys: &[VerifierKey],
+    roots: &BTreeMap<u64, Hash>,
+    size: u64,
+    findings: &mut Findings,
+) {
+    let origin = origin.unwrap_or_default();
+    for anchor in anchors {
+        let claim = &anchor.note.checkpoint;
+        if claim.origin != origin {
+            findings.add(
+                Code::AnchorMismatch,
+                Some(&anchor.loc),
+                format!("an anchor of log {:?}, not {origin:?}", claim.origin),
+            );
+            continue;
+        }
+        if anchor.note.signed_by(keys).is_empty() {
+            findings.add(
+                Code::AnchorUntrusted,
+                Some(&anchor.loc),
+                format!("size {}: no valid signature by a trusted key", claim.size),
+            );
+        }
+        if claim.size > size {
+            findings.add(
+                Code::AnchorAhead,
+                Some(&anchor.loc),
+                format!(
+                    "the anchor covers {} records; the log holds {size}: truncated or rolled back",
+                    claim.size
+                ),
+            );
+        } else if let Some(root) = roots.get(&claim.size)
+            && *root != claim.root
+        {
+            findings.add(
+                Code::AnchorMismatch,
+                Some(&anchor.loc),
+                format!(
+                    "the anchor's root at size {} is not the log's: rewritten or forked",
+                    claim.size
+                ),
+            );
+        }
+    }
+}
+
+fn judge_state(
+    origin: Option<&str>,
+    saved: &SavedState,
+    path: &Path,
+    roots: &BTreeMap<u64, Hash>,
+    size: u64,
+    findings: &mut Findings,
+) {
+    let loc = Loc {
+        file: path.display().to_string(),
+        ..Loc::default()
+    };
+    let origin = origin.unwrap_or_default();
+    if saved.origin != origin {
+        findings.add(
+            Code::StateRollback,
+            Some(&loc),
+            format!(
+                "the saved state is of log {:?}; this is {origin:?}",
+                saved.origin
+            ),
+        );
+    } else if saved.size > size {
+        findings.add(
+            Code::StateRollback,
+            Some(&loc),
+            format!(
+                "the log holds {size} records, fewer than the {} seen last time: truncated or \
+                 an older copy restored",
+                saved.size
+            ),
+        );
+    } else if let Some(root) = roots.get(&saved.size)
+        && record::decode_hash(&saved.root) != Some(*root)
+    {
+        findings.add(
+            Code::StateRollback,
+            Some(&loc),
+            format!(
+                "the root at the saved size {} is not the one seen last time: rewritten, or \
+                 another copy restored",
+                saved.size
+            ),
+        );
+    }
+}
