@@ -38,6 +38,12 @@ pub struct Config {
     /// Hot reload of plugins and policy.
     #[serde(default)]
     pub reload: ReloadConfig,
+    /// The signed audit log. Unset: no audit log (the gateway warns at start).
+    #[serde(default)]
+    pub audit: Option<AuditConfig>,
+    /// Session recordings (HAR). Unset: none.
+    #[serde(default)]
+    pub sessions: Option<SessionsConfig>,
     /// The file this configuration was read from (set by `load`; none when parsed from text).
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -75,6 +81,104 @@ fn default_true() -> bool {
 
 fn default_debounce() -> Duration {
     Duration::from_millis(200)
+}
+
+/// `[audit]`: the signed, tamper-evident audit log.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// The log directory (segments, checkpoints, quarantine), relative to the configuration file.
+    pub dir: PathBuf,
+    /// The log's origin: a unique name for this log (one per gateway instance), e.g.
+    /// `portcullis.example.com/prod-1`. It is the name the signing key signs as.
+    pub origin: String,
+    /// The Ed25519 signing key (PKCS#8 PEM, mode 0600) from `portcullis keygen`.
+    pub signing_key_file: PathBuf,
+    /// The previous signing key, for the one start that rotates keys: the log records the
+    /// rotation and signs one checkpoint with both keys.
+    #[serde(default)]
+    pub retiring_key_file: Option<PathBuf>,
+    /// `batched` (default): a request's decision record is written to the operating system
+    /// before forwarding and fsync'ed within `fsync_interval`; `strict`: fsync'ed before
+    /// forwarding. Gateway events (start, stop, configuration, key) are always fsync'ed.
+    #[serde(default)]
+    pub durability: AuditDurability,
+    /// The longest a batched record waits for its fsync (what a power loss can cost).
+    #[serde(default = "default_fsync_interval", with = "humantime_serde")]
+    pub fsync_interval: Duration,
+    /// When a decision record cannot be written: `deny` (default: 503) or `allow-and-alert`.
+    #[serde(default)]
+    pub on_failure: OnAuditFailure,
+    /// Start a new segment past this size.
+    #[serde(default = "default_segment_size")]
+    pub segment_size: ByteSize,
+    /// Start a new segment past this age.
+    #[serde(default = "default_segment_age", with = "humantime_serde")]
+    pub segment_age: Duration,
+    /// Write a heartbeat record this often (a verifier flags a log whose last record is older
+    /// than two heartbeats and is not a stop: the tail may have been cut).
+    #[serde(default = "default_heartbeat", with = "humantime_serde")]
+    pub heartbeat: Duration,
+}
+
+/// `audit.durability`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AuditDurability {
+    /// Decision records are fsync'ed before forwarding.
+    Strict,
+    /// Decision records are written before forwarding, fsync'ed within `fsync_interval`.
+    #[default]
+    Batched,
+}
+
+/// `audit.on_failure`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnAuditFailure {
+    /// Refuse the request with 503.
+    #[default]
+    Deny,
+    /// Forward it anyway and log an alert.
+    AllowAndAlert,
+}
+
+fn default_fsync_interval() -> Duration {
+    Duration::from_millis(100)
+}
+
+fn default_segment_size() -> ByteSize {
+    ByteSize::mib(64)
+}
+
+fn default_segment_age() -> Duration {
+    Duration::from_secs(3600)
+}
+
+fn default_heartbeat() -> Duration {
+    Duration::from_secs(60)
+}
+
+/// `[sessions]`: recordings of request/response pairs as HAR.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionsConfig {
+    /// The recordings directory, relative to the configuration file.
+    pub dir: PathBuf,
+    /// Bodies larger than this are stored once as content-addressed blobs.
+    #[serde(default = "default_blob_threshold")]
+    pub blob_threshold: ByteSize,
+    /// Bodies larger than this are not stored: only their size and SHA-256.
+    #[serde(default = "default_recorded_body")]
+    pub max_body: ByteSize,
+}
+
+fn default_blob_threshold() -> ByteSize {
+    ByteSize::kib(64)
+}
+
+fn default_recorded_body() -> ByteSize {
+    ByteSize::mib(16)
 }
 
 /// `[masking]`: settings of the host's mask executor.
@@ -673,10 +777,57 @@ impl Config {
                 format!("{} does not exist", self.path(f).display()),
             );
         }
+        if let Some(audit) = &self.audit {
+            self.validate_audit(audit, &mut problem);
+        }
         self.validate_server(&mut problem);
         self.validate_identity_providers(&mut problem);
         self.validate_routes(&mut problem);
         problems
+    }
+
+    fn validate_audit(&self, audit: &AuditConfig, problem: &mut impl FnMut(String, String)) {
+        if audit.origin.is_empty()
+            || audit.origin.contains(char::is_whitespace)
+            || audit.origin.contains('+')
+        {
+            problem(
+                "audit.origin".into(),
+                "must be a non-empty name without spaces or '+' (e.g. gateway.example.com/prod-1)"
+                    .into(),
+            );
+        }
+        for (key, file) in [
+            ("signing_key_file", Some(&audit.signing_key_file)),
+            ("retiring_key_file", audit.retiring_key_file.as_ref()),
+        ] {
+            if let Some(f) = file
+                && !self.path(f).is_file()
+            {
+                problem(
+                    format!("audit.{key}"),
+                    format!(
+                        "{} does not exist (create one with `portcullis keygen`)",
+                        self.path(f).display()
+                    ),
+                );
+            }
+        }
+        if audit.fsync_interval.is_zero() || audit.fsync_interval > Duration::from_secs(10) {
+            problem(
+                "audit.fsync_interval".into(),
+                "must be between 1ms and 10s".into(),
+            );
+        }
+        if audit.segment_size < ByteSize::kib(64) {
+            problem("audit.segment_size".into(), "must be at least 64KiB".into());
+        }
+        if audit.segment_age < Duration::from_secs(1) {
+            problem("audit.segment_age".into(), "must be at least 1s".into());
+        }
+        if audit.heartbeat < Duration::from_millis(100) {
+            problem("audit.heartbeat".into(), "must be at least 100ms".into());
+        }
     }
 
     fn validate_identity_providers(&self, problem: &mut impl FnMut(String, String)) {

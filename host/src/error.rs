@@ -55,6 +55,10 @@ pub enum GatewayError {
     /// The upstream refused the connection, reset it, or sent garbage.
     #[error("upstream failed: {0}")]
     Upstream(String),
+    /// The audit log cannot take the request's decision record, and the operator chose to
+    /// refuse requests then (`audit.on_failure = "deny"`).
+    #[error("the audit log cannot be written: {0}")]
+    AuditUnavailable(String),
     /// The upstream did not answer in time (connect or response head).
     #[error("upstream did not answer within {0:?}")]
     UpstreamTimeout(std::time::Duration),
@@ -93,6 +97,7 @@ impl GatewayError {
             | GatewayError::Mask(_)
             | GatewayError::Codec(_) => StatusCode::BAD_GATEWAY,
             GatewayError::Plugin(PluginError::BodyTooLarge { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
+            GatewayError::AuditUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::Plugin(PluginError::Capacity { .. } | PluginError::Timeout { .. }) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -121,6 +126,7 @@ impl GatewayError {
             GatewayError::Plugin(_) => "PolicyFailure",
             GatewayError::Mask(_) | GatewayError::Codec(_) => "ResponseMaskingFailed",
             GatewayError::Internal(_) => "InternalError",
+            GatewayError::AuditUnavailable(_) => "AuditUnavailable",
         }
     }
 
@@ -167,6 +173,10 @@ impl GatewayError {
                 "the response could not be masked as policy requires; it was withheld".into()
             }
             GatewayError::Internal(_) => "internal gateway error".into(),
+            GatewayError::AuditUnavailable(_) => {
+                "the gateway cannot write its audit log, so it forwards nothing; try again later"
+                    .into()
+            }
         }
     }
 }

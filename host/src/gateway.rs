@@ -2,6 +2,7 @@
 //! and the routes with their chains and upstreams. A reload (`reload.rs`) builds a new one.
 use std::sync::Arc;
 
+use crate::audit::Audit;
 use crate::auth::{Access, Identity};
 use crate::config::Config;
 use crate::plugin::{self, PluginEngine, PluginError, PluginSet};
@@ -26,6 +27,8 @@ pub struct Gateway {
     pub hash_key: Option<Vec<u8>>,
     /// Largest request head (URI and headers) accepted: `server.max_header_bytes`.
     pub max_header_bytes: u64,
+    /// The audit log (kept across reloads); none without `[audit]`.
+    pub audit: Option<Arc<Audit>>,
 }
 
 /// The gateway could not be built.
@@ -125,6 +128,7 @@ impl Gateway {
             config: Arc::new(config.clone()),
             hash_key,
             max_header_bytes: config.server.max_header_bytes.as_u64(),
+            audit: None,
         })
     }
 

@@ -2,6 +2,8 @@
 //! components behind one WIT contract (`wit/policy.wit`).
 //!
 //! Module map (more arrive with audit and approvals):
+//! - [`audit`]: what the gateway records in its signed audit log (the log itself is the
+//!   `portcullis-audit` crate)
 //! - [`cli`]: the command line
 //! - [`check`]: `portcullis check`: validate the configuration, load every plugin, set up every
 //!   route's upstream and the TLS certificate
@@ -26,6 +28,7 @@
 //! closed) → `Upstream::forward` with the gateway's credential → response phase
 //! (`Chain::on_response`, `Chain::on_response_body`, mask plans executed natively) → session
 //! and audit on every exit (to come) → `error::into_response` for failures.
+pub mod audit;
 pub mod auth;
 pub mod check;
 pub mod cli;

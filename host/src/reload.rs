@@ -316,6 +316,14 @@ fn keep_running_settings(running: &Config, new: &mut Config) -> Vec<String> {
         new.plugin_dir = running.plugin_dir.clone();
         new.base_dir = running.base_dir.clone();
     }
+    if new.audit != running.audit {
+        changed.push("audit".to_string());
+        new.audit = running.audit.clone();
+    }
+    if new.sessions != running.sessions {
+        changed.push("sessions".to_string());
+        new.sessions = running.sessions.clone();
+    }
     if new.identity_providers != running.identity_providers {
         changed.push("identity_provider".to_string());
         new.identity_providers = running.identity_providers.clone();

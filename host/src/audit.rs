@@ -1,0 +1,338 @@
+//! What the gateway records in its signed audit log (`portcullis-audit`): the log opened from
+//! `[audit]`, a request's trail (decision before forwarding, completion after the response),
+//! and the gateway's own events. Records carry identities (`iss`, `sub`), never a token, key,
+//! Authorization header or SAS signature.
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use portcullis_audit::note::SigningKey;
+use portcullis_audit::writer::{AuditError, AuditLog, Durability, Faults, Opened, Options, Wait};
+use serde_json::{Map, Value, json};
+
+use crate::config::{AuditConfig, AuditDurability, Config, OnAuditFailure};
+use crate::error::GatewayError;
+use crate::plugin::{Principal, Step, StepResult};
+
+/// The open audit log and the operator's failure policy. Outlives reloads.
+#[derive(Debug)]
+pub struct Audit {
+    log: AuditLog,
+    on_failure: OnAuditFailure,
+    /// Injected failures (drills and tests).
+    pub faults: Arc<Faults>,
+}
+
+impl Audit {
+    /// Open (and recover) the log of `[audit]`; the signing key is read from its file.
+    pub fn open(config: &Config, settings: &AuditConfig) -> Result<(Audit, Opened), String> {
+        let key_file = config.path(&settings.signing_key_file);
+        let key = SigningKey::read(&key_file, &settings.origin)
+            .map_err(|e| format!("audit.signing_key_file: {e}"))?;
+        let mut options = Options::new(config.path(&settings.dir), settings.origin.clone(), key);
+        options.retiring_key = match &settings.retiring_key_file {
+            None => None,
+            Some(f) => Some(
+                SigningKey::read(&config.path(f), &settings.origin)
+                    .map_err(|e| format!("audit.retiring_key_file: {e}"))?,
+            ),
+        };
+        options.durability = match settings.durability {
+            AuditDurability::Strict => Durability::Strict,
+            AuditDurability::Batched => Durability::Batched {
+                interval: settings.fsync_interval,
+            },
+        };
+        options.segment_bytes = settings.segment_size.as_u64();
+        options.segment_age = settings.segment_age;
+        options.heartbeat = settings.heartbeat;
+        let faults = options.faults.clone();
+        let (log, opened) = AuditLog::open(options).map_err(|e| format!("audit: {e}"))?;
+        Ok((
+            Audit {
+                log,
+                on_failure: settings.on_failure,
+                faults,
+            },
+            opened,
+        ))
+    }
+
+    /// Record a gateway event (start, stop, configuration, reload) durably: these are always
+    /// fsync'ed, whatever the request durability.
+    pub async fn event(&self, kind: &str, fields: Value) -> Result<u64, AuditError> {
+        let appended = self.log.append(kind, object(fields), Wait::Synced).await?;
+        Ok(appended.seq)
+    }
+
+    /// `event`, outside the async runtime.
+    pub fn event_blocking(&self, kind: &str, fields: Value) -> Result<u64, AuditError> {
+        let appended = self
+            .log
+            .append_blocking(kind, object(fields), Wait::Synced)?;
+        Ok(appended.seq)
+    }
+
+    /// Record a request's decision before anything is forwarded. When the log cannot take it,
+    /// the request fails with 503 unless the operator chose `allow-and-alert`.
+    pub async fn decide(&self, trail: &mut Trail, kind: &str) -> Result<(), GatewayError> {
+        let fields = trail.decision_fields();
+        match self.log.append(kind, fields, self.log.request_wait()).await {
+            Ok(appended) => {
+                trail.decision_seq = Some(appended.seq);
+                Ok(())
+            }
+            Err(e) => match self.on_failure {
+                OnAuditFailure::Deny => Err(GatewayError::AuditUnavailable(e.to_string())),
+                OnAuditFailure::AllowAndAlert => {
+                    tracing::error!(
+                        request_id = %trail.request_id,
+                        error = %e,
+                        "ALERT: a request is forwarded without its audit record (audit.on_failure = \"allow-and-alert\")"
+                    );
+                    Ok(())
+                }
+            },
+        }
+    }
+
+    /// Record how a request ended. The response has left (or is leaving): a failure here is
+    /// logged, it cannot change the answer.
+    pub async fn complete(&self, trail: &Trail, end: End) {
+        let fields = trail.completion_fields(&end);
+        if let Err(e) = self.log.submit("request.completion", fields).await {
+            tracing::error!(request_id = %trail.request_id, error = %e, "audit completion record lost");
+        }
+    }
+
+    /// Flush, sign a final checkpoint and stop the writer.
+    pub fn close(&self) -> Result<(), AuditError> {
+        self.log.close()
+    }
+
+    /// The durability mode, as written in the log.
+    pub fn durability(&self) -> &'static str {
+        self.log.durability().name()
+    }
+
+    /// Whether the last write failed.
+    pub fn failing(&self) -> bool {
+        self.log.failing()
+    }
+}
+
+fn object(value: Value) -> Map<String, Value> {
+    match value {
+        Value::Object(map) => map,
+        other => Map::from_iter([("value".to_string(), other)]),
+    }
+}
+
+/// Query parameters whose values are credentials: never written to a record or a recording.
+const SECRET_PARAMETERS: [&str; 7] = [
+    "sig",
+    "signature",
+    "token",
+    "code",
+    "access_token",
+    "client_secret",
+    "x-ms-signature",
+];
+
+/// A path and query with the values of credential parameters replaced by `[REDACTED]`.
+pub fn redact_target(path_and_query: &str) -> String {
+    let Some((path, query)) = path_and_query.split_once('?') else {
+        return path_and_query.to_string();
+    };
+    let query: Vec<String> = query
+        .split('&')
+        .map(|pair| {
+            let name = pair.split_once('=').map_or(pair, |(n, _)| n);
+            if SECRET_PARAMETERS
+                .iter()
+                .any(|s| s.eq_ignore_ascii_case(name))
+            {
+                format!("{name}=[REDACTED]")
+            } else {
+                pair.to_string()
+            }
+        })
+        .collect();
+    format!("{path}?{}", query.join("&"))
+}
+
+/// What the audit log learns about one request as it goes down the path.
+#[derive(Debug, Clone)]
+pub struct Trail {
+    /// The gateway's request id.
+    pub request_id: String,
+    /// When the request arrived.
+    pub started: Instant,
+    /// The client's address and whether it used TLS.
+    pub source: (SocketAddr, bool),
+    /// Method and target (credential parameters redacted).
+    pub method: String,
+    /// Host and path (and redacted query).
+    pub target: String,
+    /// The matched route.
+    pub route: Option<String>,
+    /// The normalized operation.
+    pub operation: Option<String>,
+    /// Who called.
+    pub principal: Option<Principal>,
+    /// The plugins' steps.
+    pub steps: Vec<Step>,
+    /// `allow`, `deny`, `approval-required` or `error`.
+    pub decision: &'static str,
+    /// The plugin that denied or asked for approval.
+    pub by: Option<String>,
+    /// The deny's or the failure's code.
+    pub code: Option<String>,
+    /// The deny's reason (the plugin's public text).
+    pub reason: Option<String>,
+    /// The decision record's seq, once written.
+    pub decision_seq: Option<u64>,
+    /// The upstream's status and request id.
+    pub upstream: Option<(u16, Option<String>)>,
+    /// What masking found (kind, location, count; never a value).
+    pub findings: Vec<Value>,
+}
+
+/// How a request ended, for its completion record.
+#[derive(Debug, Clone, Default)]
+pub struct End {
+    /// The status the client got.
+    pub status: u16,
+    /// Bytes of the response body sent, and their SHA-256 (as the client saw them).
+    pub response_body: Option<(u64, [u8; 32])>,
+    /// `ok`, `error` (a failure answered by the gateway) or `aborted` (the body stream broke
+    /// or the client went away).
+    pub outcome: &'static str,
+    /// The recording entry: session, seq and hash.
+    pub recording: Option<(String, u64, [u8; 32])>,
+}
+
+impl Trail {
+    /// A trail for a request just received.
+    pub fn new(request_id: &str, source: (SocketAddr, bool), method: &str, target: String) -> Self {
+        Trail {
+            request_id: request_id.to_string(),
+            started: Instant::now(),
+            source,
+            method: method.to_string(),
+            target,
+            route: None,
+            operation: None,
+            principal: None,
+            steps: Vec::new(),
+            decision: "allow",
+            by: None,
+            code: None,
+            reason: None,
+            decision_seq: None,
+            upstream: None,
+            findings: Vec::new(),
+        }
+    }
+
+    fn decision_fields(&self) -> Map<String, Value> {
+        let mut fields = Map::new();
+        fields.insert("request_id".into(), json!(self.request_id));
+        fields.insert("route".into(), json!(self.route));
+        fields.insert("operation".into(), json!(self.operation));
+        fields.insert("method".into(), json!(self.method));
+        fields.insert("target".into(), json!(self.target));
+        fields.insert(
+            "source".into(),
+            json!({"addr": self.source.0.to_string(), "tls": self.source.1}),
+        );
+        fields.insert(
+            "principal".into(),
+            self.principal.as_ref().map_or(Value::Null, |p| {
+                json!({
+                    "iss": p.issuer, "sub": p.subject, "tenant": p.tenant,
+                    "app_id": p.app_id, "roles": p.roles,
+                })
+            }),
+        );
+        fields.insert(
+            "plugins".into(),
+            Value::Array(
+                self.steps
+                    .iter()
+                    .map(|s| {
+                        let (verdict, failed_open) = match &s.result {
+                            StepResult::Verdict(v) => (*v, None),
+                            StepResult::FailedOpen(e) => ("failed-open", Some(e.clone())),
+                        };
+                        json!({
+                            "name": s.plugin.name, "version": s.plugin.version,
+                            "sha256": s.plugin.sha256, "hook": format!("{:?}", s.hook),
+                            "verdict": verdict, "error": failed_open,
+                        })
+                    })
+                    .collect(),
+            ),
+        );
+        fields.insert("decision".into(), json!(self.decision));
+        for (key, value) in [("by", &self.by), ("code", &self.code), ("reason", &self.reason)] {
+            if let Some(v) = value {
+                fields.insert(key.into(), json!(v));
+            }
+        }
+        fields
+    }
+
+    fn completion_fields(&self, end: &End) -> Map<String, Value> {
+        let mut fields = Map::new();
+        fields.insert("request_id".into(), json!(self.request_id));
+        fields.insert("decision_seq".into(), json!(self.decision_seq));
+        fields.insert("status".into(), json!(end.status));
+        fields.insert("outcome".into(), json!(end.outcome));
+        fields.insert(
+            "latency_us".into(),
+            json!(u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX)),
+        );
+        if let Some((status, id)) = &self.upstream {
+            fields.insert("upstream".into(), json!({"status": status, "request_id": id}));
+        }
+        if !self.findings.is_empty() {
+            fields.insert("findings".into(), Value::Array(self.findings.clone()));
+        }
+        if let Some((bytes, sha)) = &end.response_body {
+            fields.insert(
+                "bodies".into(),
+                json!({"response_bytes": bytes, "response_sha256": hex::encode(sha)}),
+            );
+        }
+        if let Some((session, seq, hash)) = &end.recording {
+            fields.insert(
+                "recording".into(),
+                json!({"session": session, "seq": seq, "hash": portcullis_audit::record::encode_hash(hash)}),
+            );
+        }
+        if let Some(code) = &self.code
+            && end.outcome != "ok"
+        {
+            fields.insert("error".into(), json!(code));
+        }
+        fields
+    }
+}
+
+/// The heartbeat default and the other intervals, for the configuration's defaults.
+pub const HEARTBEAT: Duration = Duration::from_secs(60);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credential_parameters_are_redacted_and_the_rest_kept() {
+        assert_eq!(
+            redact_target("/c/b?comp=list&sig=abc%2Bdef&SE=2026&Signature=x"),
+            "/c/b?comp=list&sig=[REDACTED]&SE=2026&Signature=[REDACTED]"
+        );
+        assert_eq!(redact_target("/c/b"), "/c/b");
+    }
+}
