@@ -32,6 +32,8 @@ pub struct State {
     pub segment_closed: bool,
     /// The verifier key in force (from the last `segment.open` or `key.rotated`), as text.
     pub key: Option<String>,
+    /// The last `key.rotated` record of the live segment: its seq and the retired key.
+    pub rotation: Option<(u64, String)>,
     /// The size of the last checkpoint in `checkpoints.jsonl`, if any parses.
     pub checkpointed: Option<u64>,
     /// What was cut, if anything.
@@ -69,6 +71,7 @@ pub fn recover(dir: &Path, origin: &str) -> Result<State, AuditError> {
         segment_opened: None,
         segment_closed: false,
         key: None,
+        rotation: None,
         checkpointed: None,
         cuts: Vec::new(),
     };
@@ -100,6 +103,7 @@ pub fn recover(dir: &Path, origin: &str) -> Result<State, AuditError> {
         state.segment_opened = end.opened;
         state.segment_closed = end.closed;
         state.key = end.key;
+        state.rotation = end.rotation;
         break;
     }
     if let Some(size) = state.checkpointed
@@ -123,6 +127,7 @@ struct End {
     opened: Option<SystemTime>,
     closed: bool,
     key: Option<String>,
+    rotation: Option<(u64, String)>,
 }
 
 struct Scan {
@@ -174,6 +179,7 @@ fn scan(bytes: &[u8], origin: &str) -> Scan {
                         .get("key")
                         .and_then(|k| k.as_str())
                         .map(String::from),
+                    rotation: None,
                 }
             }
             Some(previous) => {
@@ -186,6 +192,14 @@ fn scan(bytes: &[u8], origin: &str) -> Scan {
                 }
                 let mut frontier = std::mem::take(&mut previous.frontier);
                 frontier.push(record.leaf);
+                let rotation = match record.kind.as_str() {
+                    "key.rotated" => record
+                        .fields
+                        .get("old")
+                        .and_then(|k| k.as_str())
+                        .map(|old| (record.seq, old.to_string())),
+                    _ => None,
+                };
                 let key = match record.kind.as_str() {
                     "key.rotated" => record
                         .fields
@@ -202,6 +216,7 @@ fn scan(bytes: &[u8], origin: &str) -> Scan {
                     opened: previous.opened,
                     closed: record.kind == "segment.close",
                     key: key.or_else(|| previous.key.take()),
+                    rotation: rotation.or_else(|| previous.rotation.take()),
                 }
             }
         };

@@ -959,33 +959,41 @@ fn split_lines(bytes: &[u8]) -> Vec<(u64, u64, &[u8], bool)> {
     out
 }
 
-/// The checkpoint file (read whole: it is small next to the segments). A missing file is no
-/// checkpoint; an unterminated last line is a torn write (a warning, ignored).
+/// The checkpoint file, line by line. A missing file is no checkpoint; an unterminated last
+/// line is a torn write (a warning, ignored). The parsed notes are kept (a few hundred bytes
+/// each): their trust is judged after the stream, once the `key.rotated` records are known.
 fn read_checkpoints(path: &Path, findings: &mut Findings) -> Result<Vec<Noted>, VerifyError> {
-    let bytes = match std::fs::read(path) {
-        Ok(bytes) => bytes,
+    let handle = match File::open(path) {
+        Ok(handle) => handle,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(io_error(path)(e)),
     };
+    let mut reader = BufReader::new(handle);
+    let mut buf = Vec::new();
     let mut out = Vec::new();
-    for (line, offset, text, terminated) in split_lines(&bytes) {
+    let (mut line, mut offset) = (0u64, 0u64);
+    loop {
+        buf.clear();
+        let n = reader.read_until(b'\n', &mut buf).map_err(io_error(path))? as u64;
+        if n == 0 {
+            break;
+        }
+        line += 1;
         let loc = Loc {
             file: segment::CHECKPOINTS.to_string(),
             line,
             offset,
             seq: None,
         };
-        if !terminated {
+        offset += n;
+        let Some((b'\n', text)) = buf.split_last() else {
             findings.add(
                 Code::TailTorn,
                 Some(&loc),
-                format!(
-                    "the last {} bytes have no \"\\n\": a checkpoint write torn by a crash",
-                    text.len()
-                ),
+                format!("the last {n} bytes have no \"\\n\": a checkpoint write torn by a crash"),
             );
             continue;
-        }
+        };
         let parsed = serde_json::from_slice::<CheckpointLine>(text)
             .map_err(|e| format!("not a checkpoint line: {e}"))
             .and_then(|l| SignedCheckpoint::parse(&l.note).map_err(|e| e.to_string()));
@@ -1783,11 +1791,12 @@ fn judge_checkpoints(
     for &i in &ours {
         let cp = &checkpoints[i];
         let claim = &cp.note.checkpoint;
+        // Each known key's signature is checked once per checkpoint.
+        let valid: Vec<&VerifierKey> = cp.note.signed_by(&every_key);
         while let Some(r) = pending.next_if(|r| r.seq < claim.size) {
             let old_active = active.contains(&r.old);
-            let old_signed = !cp.note.signed_by(std::slice::from_ref(&r.old)).is_empty();
-            let new_signed =
-                r.new.name == origin && !cp.note.signed_by(std::slice::from_ref(&r.new)).is_empty();
+            let old_signed = valid.contains(&&r.old);
+            let new_signed = valid.contains(&&r.new);
             if old_active && old_signed && new_signed {
                 active.retain(|k| k != &r.old);
                 retired.push(r.old.clone());
@@ -1831,7 +1840,7 @@ fn judge_checkpoints(
             }
         }
 
-        let signers = cp.note.signed_by(&active);
+        let signers: Vec<&VerifierKey> = active.iter().filter(|k| valid.contains(k)).collect();
         let trusted_now = !signers.is_empty();
         for key in &signers {
             let label = key_label(key);
@@ -1840,8 +1849,7 @@ fn judge_checkpoints(
             }
         }
         if !trusted_now {
-            let by_retired = cp.note.signed_by(&retired);
-            if let Some(key) = by_retired.first() {
+            if let Some(key) = retired.iter().find(|k| valid.contains(k)) {
                 findings.add(
                     Code::CheckpointRetiredKey,
                     Some(&cp.loc),
@@ -1896,7 +1904,7 @@ fn judge_checkpoints(
             }
         }
 
-        if !cp.note.signed_by(&every_key).is_empty() {
+        if !valid.is_empty() {
             match seen.get(&claim.size) {
                 Some((root, line)) if *root != claim.root => findings.add(
                     Code::CheckpointFork,

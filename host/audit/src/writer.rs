@@ -238,6 +238,25 @@ impl AuditLog {
             },
             _ => None,
         };
+        // A rotation recorded but not yet covered by a checkpoint signed with both keys (a
+        // crash in between) is completed now, which needs the retiring key again.
+        let unfinished = state
+            .rotation
+            .as_ref()
+            .filter(|(seq, _)| state.checkpointed.is_none_or(|size| size <= *seq))
+            .map(|(_, old)| old.clone());
+        if let Some(old) = &unfinished
+            && rotation.is_none()
+            && options
+                .retiring_key
+                .as_ref()
+                .is_none_or(|k| k.verifier().to_string() != *old)
+        {
+            return Err(AuditError::KeyChanged {
+                log_key: old.clone(),
+                configured,
+            });
+        }
         let epoch = state.epoch + 1;
         let records = state.seq;
         let cuts = state.cuts.clone();
@@ -256,10 +275,11 @@ impl AuditLog {
             writer.stage("key.rotated", obj(json!({"old": old, "new": configured})))?;
         }
         writer.commit(true)?;
-        if rotation.is_some() {
+        if rotation.is_some() || unfinished.is_some() {
             writer.checkpoint(true)?;
-            writer.retiring = None;
         }
+        // The retiring key signs the rotation's checkpoint and nothing after it.
+        writer.retiring = None;
         let shared = writer.shared.clone();
         let durability = writer.options.durability;
         let (tx, rx) = flume::bounded(writer.options.queue.max(1));
@@ -708,7 +728,12 @@ impl Writer {
             }
             batch.extend(rx.try_iter().take(4096));
             let appends = batch.iter().any(|c| matches!(c, Command::Append { .. }));
-            if let Err(e) = appends.then(|| self.rotate_if_due()).unwrap_or(Ok(())) {
+            let rotated = if appends {
+                self.rotate_if_due()
+            } else {
+                Ok(())
+            };
+            if let Err(e) = rotated {
                 tracing::error!(error = %e, "audit segment rotation failed; the live segment continues");
             }
             let mut close = None;

@@ -9,6 +9,7 @@ use portcullis_audit::merkle::{self, Frontier};
 use portcullis_audit::note::{SignedCheckpoint, SigningKey};
 use portcullis_audit::record::{self, Record};
 use portcullis_audit::segment::{self, CheckpointLine};
+use portcullis_audit::verify;
 use portcullis_audit::writer::{AuditError, AuditLog, Options, Wait};
 use serde_json::{Map, Value, json};
 
@@ -100,6 +101,12 @@ fn records_chain_across_restarts_and_every_checkpoint_matches_its_root() {
     assert_eq!(all.iter().filter(|r| r.kind == "test.event").count(), 30);
     assert_eq!(all.last().map(|r| r.epoch), Some(3));
     assert!(check_checkpoints(&dir.path().join("log"), &all, &signer) >= 3);
+    let report = verify::verify(verify::Options::new(
+        dir.path().join("log"),
+        vec![signer.verifier()],
+    ))
+    .expect("verify");
+    assert!(report.passed(), "{}", report.render_text());
 }
 
 #[test]
@@ -208,11 +215,23 @@ fn a_crash_at_every_byte_of_the_last_batch_recovers_every_acknowledged_record() 
         SigningKey::read(&pem, ORIGIN).expect("key"),
     ))
     .expect("open");
-    for i in 0..5 {
+    for i in 0..4 {
         log.append_blocking("test.event", fields(json!({"i": i})), Wait::Synced)
             .expect("append");
     }
     log.close().expect("close");
+    drop(log);
+    // Checkpoints cover synced records only: what the file held before the last batch.
+    let checkpoints = std::fs::read(log_dir.join(segment::CHECKPOINTS)).expect("checkpoints");
+    let (log, _) = AuditLog::open(options(
+        &log_dir,
+        SigningKey::read(&pem, ORIGIN).expect("key"),
+    ))
+    .expect("reopen");
+    log.append_blocking("test.event", fields(json!({"i": 4})), Wait::Synced)
+        .expect("append");
+    log.close().expect("close");
+    drop(log);
     let path = log_dir.join(segment::name(1));
     let whole = std::fs::read(&path).expect("read");
     // The last batch is the last event's line: a crash can cut it anywhere. Every event
@@ -224,7 +243,6 @@ fn a_crash_at_every_byte_of_the_last_batch_recovers_every_acknowledged_record() 
         .map(|(i, _)| i + 1)
         .collect();
     let batch_start = ends[ends.len() - 2];
-    let checkpoints = std::fs::read(log_dir.join(segment::CHECKPOINTS)).expect("checkpoints");
     for cut in batch_start..=whole.len() {
         let copy = dir.path().join(format!("crash-{cut}"));
         std::fs::create_dir_all(&copy).expect("dir");
@@ -250,6 +268,9 @@ fn a_crash_at_every_byte_of_the_last_batch_recovers_every_acknowledged_record() 
                 .count();
             assert_eq!(quarantined, 1, "cut at {cut}");
         }
+        let report =
+            verify::verify(verify::Options::new(&copy, vec![signer.verifier()])).expect("verify");
+        assert!(report.passed(), "cut at {cut}:\n{}", report.render_text());
         std::fs::remove_dir_all(&copy).expect("clean up");
     }
 }
@@ -308,4 +329,62 @@ fn a_new_key_without_the_retiring_one_is_refused_and_with_it_the_rotation_is_cos
         "one checkpoint signed by both keys: {signers:?}"
     );
     assert_eq!(signers.last(), Some(&1));
+}
+
+#[test]
+fn a_rotation_cut_short_by_a_crash_is_completed_at_the_next_start_with_both_keys() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let old = key();
+    let new = key();
+    let (old_pem, new_pem) = (dir.path().join("old.pem"), dir.path().join("new.pem"));
+    old.write(&old_pem, &dir.path().join("old.pub"))
+        .expect("write");
+    new.write(&new_pem, &dir.path().join("new.pub"))
+        .expect("write");
+    let read = |p: &Path| SigningKey::read(p, ORIGIN).expect("read");
+    let log_dir = dir.path().join("log");
+    let (log, _) = AuditLog::open(options(&log_dir, read(&old_pem))).expect("open");
+    log.append_blocking("test.event", Map::new(), Wait::Synced)
+        .expect("append");
+    log.close().expect("close");
+    drop(log);
+    let checkpoints = log_dir.join(segment::CHECKPOINTS);
+    let before = std::fs::read(&checkpoints).expect("checkpoints");
+    let mut opts = options(&log_dir, read(&new_pem));
+    opts.retiring_key = Some(read(&old_pem));
+    let (log, _) = AuditLog::open(opts).expect("rotate");
+    log.close().expect("close");
+    drop(log);
+    // The crash: the co-signed checkpoint never reached the disk.
+    std::fs::write(&checkpoints, &before).expect("restore");
+    let refused = AuditLog::open(options(&log_dir, read(&new_pem)));
+    assert!(
+        matches!(refused, Err(AuditError::KeyChanged { .. })),
+        "{refused:?}"
+    );
+    let mut opts = options(&log_dir, read(&new_pem));
+    opts.retiring_key = Some(read(&old_pem));
+    let (log, opened) = AuditLog::open(opts).expect("completes the rotation");
+    assert!(!opened.rotated, "no second key.rotated record");
+    log.append_blocking("test.event", Map::new(), Wait::Synced)
+        .expect("append");
+    log.close().expect("close");
+    let trusted = [old.verifier(), new.verifier()];
+    let text = std::fs::read_to_string(&checkpoints).expect("checkpoints");
+    let signers: Vec<usize> = text
+        .lines()
+        .map(|l| serde_json::from_str::<CheckpointLine>(l).expect("line"))
+        .map(|l| {
+            SignedCheckpoint::parse(&l.note)
+                .expect("note")
+                .signed_by(&trusted)
+                .len()
+        })
+        .collect();
+    assert!(signers.contains(&2), "{signers:?}");
+    assert_eq!(
+        signers.last(),
+        Some(&1),
+        "the retiring key signs nothing after"
+    );
 }

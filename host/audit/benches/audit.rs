@@ -1,0 +1,844 @@
+//! Audit log speed, in one run, each figure next to a baseline measured in the same run:
+//!
+//! - `throughput`: N producer threads append `request.decision` records through the writer
+//!   (`append_blocking`, `Wait::Written` under `Durability::Batched { 100 ms }`, `Wait::Synced`
+//!   under `Durability::Strict`), against raw `write_all` of the same bytes to a file with the
+//!   same fsyncs (one per batch of N records for strict, one per 100 ms for batched): the ratio
+//!   is the writer's overhead over the disk.
+//! - `cpu`: CPU time per record on the caller's thread and on the writer's thread (read from
+//!   `/proc/thread-self/schedstat`, so Linux only), one producer.
+//! - `request_path/…` (criterion): the caller-side pieces (building the fields, `append`,
+//!   `submit`) and the writer's per-record staging, against `serde_json` + SHA-256 of the same
+//!   fields.
+//! - `verify`: `verify::verify` over a log of 200k records (several segments, a checkpoint
+//!   every 1000 records), against SHA-256 of the same segment files and against a bare
+//!   parse-and-rehash of them (`Record::parse`, chain, `Frontier`).
+//!
+//! Run: `cargo bench -p portcullis-audit --bench audit` (about a minute and a half). An argument
+//! runs only what it names: a section (`throughput`, `cpu`, `request_path`, `verify`) or a
+//! throughput row (`throughput/batched/64`, `throughput/strict/8`, …).
+use std::fs::{File, OpenOptions};
+use std::hint::black_box;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::pin::pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Barrier};
+use std::task::{Context, Poll, Wake, Waker};
+use std::thread::{self, Thread};
+use std::time::{Duration, Instant, SystemTime};
+
+use criterion::{Criterion, Throughput};
+use portcullis_audit::merkle::{Frontier, leaf_hash};
+use portcullis_audit::note::SigningKey;
+use portcullis_audit::record::{self, Head, Record};
+use portcullis_audit::segment;
+use portcullis_audit::verify;
+use portcullis_audit::writer::{AuditLog, Durability, Options, Wait};
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+
+const ORIGIN: &str = "bench.portcullis/audit";
+const BATCHED: Durability = Durability::Batched {
+    interval: Duration::from_millis(100),
+};
+
+/// How long each part runs: full under `cargo bench`, a smoke run under `cargo test --benches`.
+#[derive(Clone, Copy)]
+struct Scale {
+    /// One round of a throughput configuration (writer and baseline alike).
+    run: Duration,
+    /// Interleaved rounds (writer, baseline, writer, …) per throughput configuration.
+    rounds: usize,
+    /// Requests in each CPU row.
+    cpu_requests: u64,
+    /// Records in the verified log.
+    verify_records: u64,
+    /// Interleaved rounds of the verify section.
+    verify_rounds: usize,
+}
+
+impl Scale {
+    fn new(bench: bool) -> Self {
+        if bench {
+            Scale {
+                run: Duration::from_secs(1),
+                rounds: 3,
+                cpu_requests: 20_000,
+                verify_records: 200_000,
+                verify_rounds: 3,
+            }
+        } else {
+            Scale {
+                run: Duration::from_millis(50),
+                rounds: 1,
+                cpu_requests: 200,
+                verify_records: 2_000,
+                verify_rounds: 1,
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Realistic records: the shape of `Trail::decision_fields` and `completion_fields` in
+// host/src/audit.rs, built from owned strings each time (as the gateway does).
+
+struct Plugin {
+    name: String,
+    version: String,
+    sha256: String,
+    hook: &'static str,
+    verdict: &'static str,
+}
+
+struct Request {
+    request_id: String,
+    route: String,
+    operation: String,
+    method: String,
+    target: String,
+    addr: String,
+    issuer: String,
+    subject: String,
+    tenant: String,
+    app_id: String,
+    roles: Vec<String>,
+    plugins: Vec<Plugin>,
+    decision: &'static str,
+    by: String,
+}
+
+impl Request {
+    fn new(i: u64) -> Self {
+        let tenant = "72f988bf-86f1-41af-91ab-2d7cd011db47".to_string();
+        let plugin = |name: &str, version: &str, seed: &str| Plugin {
+            name: name.into(),
+            version: version.into(),
+            sha256: hex::encode(Sha256::digest(seed.as_bytes())),
+            hook: "Request",
+            verdict: "allow",
+        };
+        Request {
+            request_id: uuid::Uuid::new_v4().to_string(),
+            route: "arm-storage".into(),
+            operation: "Microsoft.Storage/storageAccounts/read".into(),
+            method: "GET".into(),
+            target: format!(
+                "/subscriptions/0b1f6471-1bf0-4dda-aec3-cb9272f09590/resourceGroups/rg-{}/providers/Microsoft.Storage/storageAccounts/sa{:04}",
+                i % 7,
+                i % 1000
+            ),
+            addr: format!(
+                "10.20.{}.{}:{}",
+                i % 250,
+                (i * 7) % 250,
+                40_000 + i % 20_000
+            ),
+            issuer: format!("https://login.microsoftonline.com/{tenant}/v2.0"),
+            subject: uuid::Uuid::new_v4().to_string(),
+            app_id: uuid::Uuid::new_v4().to_string(),
+            tenant,
+            roles: vec!["Storage.Reader".into(), "Audit.Viewer".into()],
+            plugins: vec![
+                plugin("guard", "1.4.2", "guard"),
+                plugin("mask", "0.9.0", "mask"),
+            ],
+            decision: "allow",
+            by: "guard".into(),
+        }
+    }
+
+    fn decision_fields(&self) -> Map<String, Value> {
+        let mut fields = Map::new();
+        fields.insert("request_id".into(), json!(self.request_id));
+        fields.insert("route".into(), json!(self.route));
+        fields.insert("operation".into(), json!(self.operation));
+        fields.insert("method".into(), json!(self.method));
+        fields.insert("target".into(), json!(self.target));
+        fields.insert("source".into(), json!({"addr": self.addr, "tls": true}));
+        fields.insert(
+            "principal".into(),
+            json!({
+                "iss": self.issuer, "sub": self.subject, "tenant": self.tenant,
+                "app_id": self.app_id, "roles": self.roles,
+            }),
+        );
+        fields.insert(
+            "plugins".into(),
+            Value::Array(
+                self.plugins
+                    .iter()
+                    .map(|p| {
+                        json!({
+                            "name": p.name, "version": p.version, "sha256": p.sha256,
+                            "hook": p.hook, "verdict": p.verdict, "error": null,
+                        })
+                    })
+                    .collect(),
+            ),
+        );
+        fields.insert("decision".into(), json!(self.decision));
+        fields.insert("by".into(), json!(self.by));
+        fields
+    }
+
+    fn completion_fields(&self, decision_seq: u64) -> Map<String, Value> {
+        let mut fields = Map::new();
+        fields.insert("request_id".into(), json!(self.request_id));
+        fields.insert("decision_seq".into(), json!(decision_seq));
+        fields.insert("status".into(), json!(200));
+        fields.insert("outcome".into(), json!("ok"));
+        fields.insert("latency_us".into(), json!(1234));
+        fields.insert(
+            "upstream".into(),
+            json!({"status": 200, "request_id": self.subject}),
+        );
+        fields
+    }
+}
+
+fn requests(n: u64) -> Arc<Vec<Request>> {
+    Arc::new((0..n).map(Request::new).collect())
+}
+
+/// Record lines as the writer stores them (same head, same fields), for the raw baselines.
+fn stored_lines(requests: &[Request]) -> Vec<Vec<u8>> {
+    let mut prev = record::genesis(ORIGIN);
+    requests
+        .iter()
+        .enumerate()
+        .map(|(seq, r)| {
+            let mut line = Vec::new();
+            record::write_line(
+                &mut line,
+                &Head {
+                    log: ORIGIN,
+                    seq: seq as u64,
+                    epoch: 1,
+                    ts: SystemTime::now(),
+                    prev,
+                    kind: "request.decision",
+                },
+                &r.decision_fields(),
+            );
+            prev = leaf_hash(&line[..line.len() - 1]);
+            line
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Plumbing: a log in a directory, a minimal executor for the async API, thread CPU time.
+
+fn open_log(dir: &Path, durability: Durability, checkpoint_records: u64) -> AuditLog {
+    let key = SigningKey::generate(ORIGIN).expect("a signing key");
+    open_log_with(dir, key, durability, checkpoint_records, 64 << 20)
+}
+
+fn open_log_with(
+    dir: &Path,
+    key: SigningKey,
+    durability: Durability,
+    checkpoint_records: u64,
+    segment_bytes: u64,
+) -> AuditLog {
+    let mut options = Options::new(dir.to_path_buf(), ORIGIN.into(), key);
+    options.durability = durability;
+    options.checkpoint_records = checkpoint_records;
+    options.segment_bytes = segment_bytes;
+    AuditLog::open(options).expect("open the audit log").0
+}
+
+struct Unpark(Thread);
+
+impl Wake for Unpark {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+/// A waker that unparks the current thread (the crate has no async runtime of its own).
+fn thread_waker() -> Waker {
+    Waker::from(Arc::new(Unpark(thread::current())))
+}
+
+/// Poll `future` on this thread, parking between polls.
+fn block_on<F: Future>(waker: &Waker, future: F) -> F::Output {
+    let mut future = pin!(future);
+    let mut cx = Context::from_waker(waker);
+    loop {
+        if let Poll::Ready(out) = future.as_mut().poll(&mut cx) {
+            return out;
+        }
+        thread::park();
+    }
+}
+
+/// Nanoseconds a thread has run on a CPU (first field of `schedstat`), 0 if unknown.
+fn cpu_ns(schedstat: &Path) -> u64 {
+    std::fs::read_to_string(schedstat)
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn this_thread_cpu() -> u64 {
+    cpu_ns(Path::new("/proc/thread-self/schedstat"))
+}
+
+/// The one live `audit-writer` thread of this process: its CPU time and write(2) count.
+struct WriterThread(PathBuf);
+
+impl WriterThread {
+    /// The thread names itself once it runs: look for a while.
+    fn find() -> Option<Self> {
+        for _ in 0..1000 {
+            let found = std::fs::read_dir("/proc/self/task")
+                .ok()?
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .find(|task| {
+                    std::fs::read_to_string(task.join("comm"))
+                        .is_ok_and(|c| c.trim() == "audit-writer")
+                });
+            if let Some(task) = found {
+                return Some(WriterThread(task));
+            }
+            thread::sleep(Duration::from_millis(1));
+        }
+        None
+    }
+
+    fn cpu(&self) -> u64 {
+        cpu_ns(&self.0.join("schedstat"))
+    }
+
+    /// `syscw` of the thread's `io`: write system calls (one per committed batch, plus one per
+    /// checkpoint line).
+    fn writes(&self) -> u64 {
+        std::fs::read_to_string(self.0.join("io"))
+            .ok()
+            .and_then(|io| {
+                io.lines()
+                    .find_map(|l| l.strip_prefix("syscw:"))
+                    .and_then(|n| n.trim().parse().ok())
+            })
+            .unwrap_or(0)
+    }
+}
+
+fn per(ns: u64, n: u64) -> f64 {
+    ns as f64 / 1000.0 / n.max(1) as f64
+}
+
+// ---------------------------------------------------------------------------------------------
+// Throughput.
+
+struct Load {
+    id: &'static str,
+    name: &'static str,
+    durability: Durability,
+    wait: Wait,
+    producers: usize,
+    checkpoint_records: u64,
+}
+
+struct Measured {
+    records: u64,
+    elapsed: Duration,
+    caller_cpu: u64,
+    writer_cpu: u64,
+    writer_writes: u64,
+}
+
+impl Measured {
+    fn rate(&self) -> f64 {
+        self.records as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+/// `load.producers` threads append decision records for `duration`.
+fn drive(load: &Load, duration: Duration, requests: &Arc<Vec<Request>>) -> Measured {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let log = Arc::new(open_log(
+        dir.path(),
+        load.durability,
+        load.checkpoint_records,
+    ));
+    let writer = WriterThread::find().expect("the audit-writer thread");
+    let stop = Arc::new(AtomicBool::new(false));
+    let start = Arc::new(Barrier::new(load.producers + 1));
+    let producers: Vec<_> = (0..load.producers)
+        .map(|p| {
+            let (log, stop, start, requests) =
+                (log.clone(), stop.clone(), start.clone(), requests.clone());
+            let wait = load.wait;
+            thread::spawn(move || {
+                start.wait();
+                let cpu = this_thread_cpu();
+                let mut n = 0usize;
+                while !stop.load(Ordering::Relaxed) {
+                    let request = &requests[(p * 131 + n) % requests.len()];
+                    log.append_blocking("request.decision", request.decision_fields(), wait)
+                        .expect("append");
+                    n += 1;
+                }
+                (n as u64, this_thread_cpu().saturating_sub(cpu))
+            })
+        })
+        .collect();
+    let (writer_cpu, writer_writes) = (writer.cpu(), writer.writes());
+    start.wait();
+    let started = Instant::now();
+    thread::sleep(duration);
+    stop.store(true, Ordering::Relaxed);
+    let (mut records, mut caller_cpu) = (0, 0);
+    for producer in producers {
+        let (n, cpu) = producer.join().expect("a producer");
+        records += n;
+        caller_cpu += cpu;
+    }
+    let elapsed = started.elapsed();
+    let measured = Measured {
+        records,
+        elapsed,
+        caller_cpu,
+        writer_cpu: writer.cpu().saturating_sub(writer_cpu),
+        writer_writes: writer.writes().saturating_sub(writer_writes),
+    };
+    log.close().expect("close the audit log");
+    measured
+}
+
+/// The disk's floor for the same bytes: one `write_all` of `batch` lines at a time, then
+/// `fdatasync` after every batch (`sync_every: None`) or every `sync_every`. Stops after
+/// `duration` or 300k records, whichever comes first.
+fn raw_baseline(
+    lines: &[Vec<u8>],
+    batch: usize,
+    sync_every: Option<Duration>,
+    duration: Duration,
+) -> (u64, Duration) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let mut file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.path().join("raw.jsonl"))
+        .expect("a file");
+    let buffers: Vec<Vec<u8>> = lines
+        .chunks(batch)
+        .filter(|c| c.len() == batch)
+        .map(|c| c.concat())
+        .collect();
+    let started = Instant::now();
+    let mut synced = started;
+    let mut records = 0u64;
+    for buffer in buffers.iter().cycle() {
+        file.write_all(buffer).expect("write");
+        records += batch as u64;
+        match sync_every {
+            None => file.sync_data().expect("fdatasync"),
+            Some(interval) if synced.elapsed() >= interval => {
+                file.sync_data().expect("fdatasync");
+                synced = Instant::now();
+            }
+            Some(_) => {}
+        }
+        if started.elapsed() >= duration || records >= 300_000 {
+            break;
+        }
+    }
+    if sync_every.is_some() {
+        file.sync_data().expect("fdatasync");
+    }
+    (records, started.elapsed())
+}
+
+fn throughput(scale: Scale, wanted: &dyn Fn(&str) -> bool) {
+    let mut loads = Vec::new();
+    for producers in [1, 8, 64] {
+        loads.push(Load {
+            id: "batched",
+            name: "batched 100 ms, `Wait::Written`",
+            durability: BATCHED,
+            wait: Wait::Written,
+            producers,
+            checkpoint_records: 1000,
+        });
+    }
+    loads.push(Load {
+        id: "batched-checkpoint-1s",
+        name: "the same, checkpoints every 1 s only (not every 1000 records)",
+        durability: BATCHED,
+        wait: Wait::Written,
+        producers: 64,
+        checkpoint_records: u64::MAX,
+    });
+    for producers in [1, 8, 64] {
+        loads.push(Load {
+            id: "strict",
+            name: "strict, `Wait::Synced`",
+            durability: Durability::Strict,
+            wait: Wait::Synced,
+            producers,
+            checkpoint_records: 1000,
+        });
+    }
+    loads.retain(|l| wanted(&format!("throughput/{}/{}", l.id, l.producers)));
+    if loads.is_empty() {
+        return;
+    }
+    let requests = requests(1024);
+    let lines = stored_lines(&requests);
+    let mean = lines.iter().map(Vec::len).sum::<usize>() / lines.len();
+    let fields = requests
+        .iter()
+        .map(|r| serde_json::to_vec(&r.decision_fields()).map_or(0, |v| v.len()))
+        .sum::<usize>()
+        / requests.len();
+    println!(
+        "\n## throughput: `request.decision` records of {mean} bytes ({fields} bytes of fields); per row {} rounds of {} s writer then {} s raw baseline, medians",
+        scale.rounds,
+        scale.run.as_secs_f64(),
+        scale.run.as_secs_f64()
+    );
+    println!(
+        "| row | configuration | producers | writer records/s | raw baseline records/s | ratio | records per write(2) | caller CPU µs/record | writer CPU µs/record |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for load in &loads {
+        let sync_every = match load.durability {
+            Durability::Strict => None,
+            Durability::Batched { interval } => Some(interval),
+        };
+        let (mut rates, mut raw_rates, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut records, mut writes, mut caller_cpu, mut writer_cpu) = (0, 0, 0, 0);
+        for _ in 0..scale.rounds {
+            let m = drive(load, scale.run, &requests);
+            let (raw, raw_elapsed) = raw_baseline(&lines, load.producers, sync_every, scale.run);
+            let raw_rate = raw as f64 / raw_elapsed.as_secs_f64();
+            rates.push(m.rate());
+            raw_rates.push(raw_rate);
+            ratios.push(m.rate() / raw_rate);
+            records += m.records;
+            writes += m.writer_writes;
+            caller_cpu += m.caller_cpu;
+            writer_cpu += m.writer_cpu;
+        }
+        println!(
+            "| `throughput/{}/{}` | {} | {} | {:.0} | {:.0} | {:.3}× | {:.1} | {:.2} | {:.2} |",
+            load.id,
+            load.producers,
+            load.name,
+            load.producers,
+            median_f64(rates),
+            median_f64(raw_rates),
+            median_f64(ratios),
+            records as f64 / writes.max(1) as f64,
+            per(caller_cpu, records),
+            per(writer_cpu, records),
+        );
+    }
+}
+
+fn median_f64(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+// ---------------------------------------------------------------------------------------------
+// CPU per request, one producer.
+
+fn cpu(scale: Scale) {
+    let requests = requests(1024);
+    let waker = thread_waker();
+    println!(
+        "\n## cpu: one producer, batched 100 ms, {} requests per row; thread CPU time from schedstat",
+        scale.cpu_requests
+    );
+    println!(
+        "| caller does | records | wall µs/request | caller CPU µs/request | writer CPU µs/request | writer CPU µs/record |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for row in ["decision: append(Written)", "completion: submit", "both"] {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let log = open_log(dir.path(), BATCHED, 1000);
+        let writer = WriterThread::find().expect("the audit-writer thread");
+        let n = scale.cpu_requests;
+        let (writer_cpu, caller_cpu) = (writer.cpu(), this_thread_cpu());
+        let started = Instant::now();
+        let mut records = 0u64;
+        for i in 0..n {
+            let request = &requests[i as usize % requests.len()];
+            let mut seq = i;
+            if row != "completion: submit" {
+                let fields = request.decision_fields();
+                let appended = block_on(
+                    &waker,
+                    log.append("request.decision", fields, Wait::Written),
+                )
+                .expect("append");
+                seq = appended.seq;
+                records += 1;
+            }
+            if row != "decision: append(Written)" {
+                let fields = request.completion_fields(seq);
+                block_on(&waker, log.submit("request.completion", fields)).expect("submit");
+                records += 1;
+            }
+        }
+        let wall = started.elapsed();
+        let caller = this_thread_cpu().saturating_sub(caller_cpu);
+        // Submitted records may still be queued: one more append, answered after all of them
+        // (the queue is FIFO), so that the writer's CPU time covers them.
+        log.append_blocking("bench.flush", Map::new(), Wait::Written)
+            .expect("flush");
+        let writer_cpu = writer.cpu().saturating_sub(writer_cpu);
+        log.close().expect("close the audit log");
+        println!(
+            "| {row} | {records} | {:.2} | {:.2} | {:.2} | {:.2} |",
+            per(wall.as_nanos() as u64, n),
+            per(caller, n),
+            per(writer_cpu, n),
+            per(writer_cpu, records),
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Criterion: the pieces of the request path, and the writer's per-record staging.
+
+fn request_path(c: &mut Criterion) {
+    let requests = requests(1024);
+    let fields = requests[0].decision_fields();
+    let mut group = c.benchmark_group("request_path");
+    group.throughput(Throughput::Elements(1));
+
+    let mut i = 0usize;
+    group.bench_function("decision_fields", |b| {
+        b.iter(|| {
+            i += 1;
+            black_box(requests[i % requests.len()].decision_fields())
+        })
+    });
+
+    let mut out = Vec::with_capacity(4096);
+    group.bench_function("baseline_serde_json_and_sha256", |b| {
+        b.iter(|| {
+            out.clear();
+            serde_json::to_writer(&mut out, black_box(&fields)).expect("serialise");
+            black_box(Sha256::digest(&out))
+        })
+    });
+
+    let mut frontier = Frontier::new();
+    let mut prev = record::genesis(ORIGIN);
+    let mut seq = 0u64;
+    group.bench_function("writer_stage_write_line_and_leaf_hash", |b| {
+        b.iter(|| {
+            out.clear();
+            record::write_line(
+                &mut out,
+                &Head {
+                    log: ORIGIN,
+                    seq,
+                    epoch: 1,
+                    ts: SystemTime::now(),
+                    prev,
+                    kind: "request.decision",
+                },
+                black_box(&fields),
+            );
+            prev = leaf_hash(&out[..out.len() - 1]);
+            frontier.push(prev);
+            seq += 1;
+        })
+    });
+
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let log = open_log(dir.path(), BATCHED, 1000);
+    let waker = thread_waker();
+    group.bench_function("append_written_one_producer", |b| {
+        b.iter(|| {
+            i += 1;
+            let fields = requests[i % requests.len()].decision_fields();
+            block_on(
+                &waker,
+                log.append("request.decision", fields, Wait::Written),
+            )
+            .expect("append")
+        })
+    });
+    group.bench_function("submit_one_producer", |b| {
+        b.iter(|| {
+            i += 1;
+            let fields = requests[i % requests.len()].completion_fields(7);
+            block_on(&waker, log.submit("request.completion", fields)).expect("submit")
+        })
+    });
+    group.finish();
+    log.close().expect("close the audit log");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Verify.
+
+/// SHA-256 of the segment files, read in 64 KiB chunks: the floor of any verifier.
+fn sha256_files(files: &[PathBuf]) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0u8; 64 << 10];
+    for path in files {
+        let mut file = File::open(path).expect("a segment");
+        loop {
+            let n = file.read(&mut buffer).expect("read");
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buffer[..n]);
+        }
+    }
+    hasher.finalize().into()
+}
+
+/// The verifier's core without its checks: parse every line, follow `prev`, rebuild the tree.
+fn parse_and_rehash(files: &[PathBuf]) -> (u64, [u8; 32]) {
+    let mut frontier: Option<Frontier> = None;
+    let mut prev: Option<[u8; 32]> = None;
+    let mut line = Vec::with_capacity(4096);
+    for path in files {
+        let mut reader = BufReader::with_capacity(64 << 10, File::open(path).expect("a segment"));
+        loop {
+            line.clear();
+            if reader.read_until(b'\n', &mut line).expect("read") == 0 {
+                break;
+            }
+            let record = Record::parse(&line[..line.len() - 1]).expect("a record");
+            assert!(prev.is_none_or(|p| p == record.prev), "chain");
+            prev = Some(record.leaf);
+            frontier.get_or_insert_with(Frontier::new).push(record.leaf);
+        }
+    }
+    let frontier = frontier.unwrap_or_default();
+    (frontier.size(), frontier.root())
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn verify_speed(scale: Scale) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let key = SigningKey::generate(ORIGIN).expect("a signing key");
+    let trusted = vec![key.verifier()];
+    let requests = requests(1024);
+    let written = Instant::now();
+    {
+        let log = open_log_with(dir.path(), key, BATCHED, 1000, 16 << 20);
+        let waker = thread_waker();
+        for i in 0..scale.verify_records {
+            let fields = requests[i as usize % requests.len()].decision_fields();
+            block_on(&waker, log.submit("request.decision", fields)).expect("submit");
+        }
+        log.close().expect("close the audit log");
+    }
+    let written = written.elapsed();
+    let files: Vec<PathBuf> = segment::list(dir.path())
+        .expect("the segments")
+        .into_iter()
+        .map(|(_, p)| p)
+        .collect();
+    let bytes: u64 = files
+        .iter()
+        .map(|p| std::fs::metadata(p).expect("a segment").len())
+        .sum();
+    let checkpoints = std::fs::read_to_string(dir.path().join(segment::CHECKPOINTS))
+        .expect("the checkpoints")
+        .lines()
+        .count();
+
+    let (mut t_sha, mut t_parse, mut t_verify) = (Vec::new(), Vec::new(), Vec::new());
+    let mut records = 0;
+    for _ in 0..scale.verify_rounds {
+        let t = Instant::now();
+        black_box(sha256_files(&files));
+        t_sha.push(t.elapsed());
+
+        let t = Instant::now();
+        let (size, root) = parse_and_rehash(&files);
+        t_parse.push(t.elapsed());
+
+        let t = Instant::now();
+        let report =
+            verify::verify(verify::Options::new(dir.path(), trusted.clone())).expect("verify runs");
+        t_verify.push(t.elapsed());
+        assert!(
+            report.passed(),
+            "the log verifies:\n{}",
+            report.render_text()
+        );
+        assert_eq!(report.records, size, "verify read every record");
+        assert_eq!(report.root, Some(root), "the same root");
+        assert_eq!(report.bytes, bytes, "verify read every byte");
+        records = report.records;
+    }
+    let mb = bytes as f64 / 1e6;
+    println!(
+        "\n## verify: {records} records, {mb:.1} MB in {} segments, {checkpoints} checkpoints (log written in {:.1} s), median of {} interleaved rounds, files in the page cache",
+        files.len(),
+        written.as_secs_f64(),
+        scale.verify_rounds
+    );
+    println!("| what | time | records/s | MB/s | time / SHA-256's |");
+    println!("|---|---|---|---|---|");
+    let sha = median(t_sha.clone()).as_secs_f64();
+    for (name, times) in [
+        ("SHA-256 of the segment files (baseline)", t_sha),
+        (
+            "parse + chain + Merkle frontier (Record::parse, no checks)",
+            t_parse,
+        ),
+        ("verify::verify (every check)", t_verify),
+    ] {
+        let t = median(times).as_secs_f64();
+        println!(
+            "| {name} | {:.0} ms | {:.0} | {:.0} | {:.1}× |",
+            t * 1000.0,
+            records as f64 / t,
+            mb / t,
+            t / sha,
+        );
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let bench = args.iter().any(|a| a == "--bench");
+    let filter = args.iter().find(|a| !a.starts_with('-')).cloned();
+    let wanted = |section: &str| {
+        filter
+            .as_deref()
+            .is_none_or(|f| section.contains(f) || f.starts_with(section))
+    };
+    let scale = Scale::new(bench);
+    throughput(scale, &wanted);
+    if wanted("cpu") {
+        cpu(scale);
+    }
+    if wanted("request_path") {
+        let mut criterion = Criterion::default()
+            .warm_up_time(Duration::from_secs(1))
+            .measurement_time(Duration::from_secs(3))
+            .configure_from_args();
+        request_path(&mut criterion);
+        criterion.final_summary();
+    }
+    if wanted("verify") {
+        verify_speed(scale);
+    }
+}
