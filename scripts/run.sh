@@ -9,6 +9,11 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ./scripts/setup.sh
 ./scripts/build-plugins.sh
 cargo build --release -p portcullis -p portcullis-tests --bin portcullis --bin dev_idp
+# The example audit log's signing key (examples/portcullis.toml, [audit]), made once.
+if [[ ! -f target/example/audit.key ]]; then
+    mkdir -p target/example
+    target/release/portcullis keygen --name portcullis.example/quickstart --out target/example/audit
+fi
 target/release/portcullis check --config examples/portcullis.toml
 
 pids=()
@@ -61,4 +66,6 @@ echo
 echo
 echo "Portcullis is serving http://127.0.0.1:8080 (admin: http://127.0.0.1:9090/readyz). Ctrl-C stops it."
 echo "Tokens for curl: target/dev-idp/agent.jwt and target/dev-idp/auditor.jwt (valid 12 h)."
+echo "Audit log: target/release/portcullis audit verify --dir target/example/audit --trust target/example/audit.pub"
+echo "Recordings: target/release/portcullis sessions list --dir target/example/sessions"
 wait "${pids[2]}"

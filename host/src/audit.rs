@@ -3,22 +3,36 @@
 //! and the gateway's own events. Records carry identities (`iss`, `sub`), never a token, key,
 //! Authorization header or SAS signature.
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::task::{Context, Poll};
+use std::time::{Instant, SystemTime};
 
+use bytes::Bytes;
+use http::Response;
+use http_body::{Body as _, Frame, SizeHint};
+use http_body_util::BodyExt;
+pub use portcullis_audit::har::Entry;
+use portcullis_audit::har::{Recorder, RecorderOptions};
 use portcullis_audit::note::SigningKey;
 use portcullis_audit::writer::{AuditError, AuditLog, Durability, Faults, Opened, Options, Wait};
 use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
 
 use crate::config::{AuditConfig, AuditDurability, Config, OnAuditFailure};
 use crate::error::GatewayError;
 use crate::plugin::{Principal, Step, StepResult};
+use crate::proxy::{Body, BodyError};
 
-/// The open audit log and the operator's failure policy. Outlives reloads.
+/// The open audit log, the session recorder, and the operator's failure policy. Outlives
+/// reloads.
 #[derive(Debug)]
 pub struct Audit {
     log: AuditLog,
     on_failure: OnAuditFailure,
+    recorder: Option<Arc<Recorder>>,
+    /// Most response bytes kept for a recording.
+    recorded_body: usize,
     /// Injected failures (drills and tests).
     pub faults: Arc<Faults>,
 }
@@ -47,15 +61,75 @@ impl Audit {
         options.segment_age = settings.segment_age;
         options.heartbeat = settings.heartbeat;
         let faults = options.faults.clone();
+        let recorder = match &config.sessions {
+            None => None,
+            Some(sessions) => {
+                let options = RecorderOptions {
+                    blob_threshold: usize::try_from(sessions.blob_threshold.as_u64())
+                        .unwrap_or(usize::MAX),
+                    max_body: usize::try_from(sessions.max_body.as_u64()).unwrap_or(usize::MAX),
+                    ..RecorderOptions::default()
+                };
+                let recorder = Recorder::open(config.path(&sessions.dir), options)
+                    .map_err(|e| format!("sessions: {e}"))?;
+                Some(Arc::new(recorder))
+            }
+        };
+        let recorded_body = config.sessions.as_ref().map_or(0, |s| {
+            // One byte over the cap tells the recorder the body was larger than it keeps.
+            usize::try_from(s.max_body.as_u64())
+                .unwrap_or(usize::MAX)
+                .saturating_add(1)
+        });
         let (log, opened) = AuditLog::open(options).map_err(|e| format!("audit: {e}"))?;
         Ok((
             Audit {
                 log,
                 on_failure: settings.on_failure,
+                recorder,
+                recorded_body,
                 faults,
             },
             opened,
         ))
+    }
+
+    /// Whether request/response pairs are recorded.
+    pub fn recording(&self) -> bool {
+        self.recorder.is_some()
+    }
+
+    /// Send `response` to the client through a body that hashes (and, when recording, keeps)
+    /// what the client receives; when it ends, the recording entry and the completion record
+    /// are written. A response whose body breaks off is completed as `aborted`.
+    pub fn watch(
+        self: &Arc<Self>,
+        trail: Trail,
+        outcome: &'static str,
+        response: Response<Body>,
+    ) -> Response<Body> {
+        let (parts, body) = response.into_parts();
+        let kept = trail.entry.as_ref().map(|_| Vec::new());
+        let mut trail = trail;
+        if let Some(entry) = trail.entry.as_mut() {
+            entry.status = parts.status.as_u16();
+            entry.status_text = parts.status.canonical_reason().unwrap_or_default().into();
+            entry.response_headers = header_pairs(&parts.headers);
+        }
+        let watched = Watched {
+            inner: body,
+            hasher: Sha256::new(),
+            bytes: 0,
+            kept,
+            cap: self.recorded_body,
+            finish: Some(Finish {
+                audit: self.clone(),
+                trail,
+                status: parts.status.as_u16(),
+                outcome,
+            }),
+        };
+        Response::from_parts(parts, watched.boxed())
     }
 
     /// Record a gateway event (start, stop, configuration, reload) durably: these are always
@@ -196,6 +270,8 @@ pub struct Trail {
     pub upstream: Option<(u16, Option<String>)>,
     /// What masking found (kind, location, count; never a value).
     pub findings: Vec<Value>,
+    /// The recording entry being filled in, when sessions are recorded.
+    pub entry: Option<Box<Entry>>,
 }
 
 /// How a request ended, for its completion record.
@@ -232,6 +308,7 @@ impl Trail {
             decision_seq: None,
             upstream: None,
             findings: Vec::new(),
+            entry: None,
         }
     }
 
@@ -275,7 +352,11 @@ impl Trail {
             ),
         );
         fields.insert("decision".into(), json!(self.decision));
-        for (key, value) in [("by", &self.by), ("code", &self.code), ("reason", &self.reason)] {
+        for (key, value) in [
+            ("by", &self.by),
+            ("code", &self.code),
+            ("reason", &self.reason),
+        ] {
             if let Some(v) = value {
                 fields.insert(key.into(), json!(v));
             }
@@ -294,7 +375,10 @@ impl Trail {
             json!(u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX)),
         );
         if let Some((status, id)) = &self.upstream {
-            fields.insert("upstream".into(), json!({"status": status, "request_id": id}));
+            fields.insert(
+                "upstream".into(),
+                json!({"status": status, "request_id": id}),
+            );
         }
         if !self.findings.is_empty() {
             fields.insert("findings".into(), Value::Array(self.findings.clone()));
@@ -320,8 +404,156 @@ impl Trail {
     }
 }
 
-/// The heartbeat default and the other intervals, for the configuration's defaults.
-pub const HEARTBEAT: Duration = Duration::from_secs(60);
+/// Headers as (name, value) pairs for a recording (values that are not text are skipped).
+pub fn header_pairs(headers: &http::HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .filter_map(|(n, v)| Some((n.as_str().to_string(), v.to_str().ok()?.to_string())))
+        .collect()
+}
+
+/// The session a caller's requests are recorded in: one per caller per UTC day, named so an
+/// operator can find it (`20261129-<subject>-<8 hex of issuer and subject>`).
+pub fn session_id(principal: Option<&Principal>) -> String {
+    let day = crate::audit::day(SystemTime::now());
+    match principal {
+        None => format!("{day}-anonymous"),
+        Some(p) => {
+            let readable: String = p
+                .subject
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+                .take(48)
+                .collect();
+            let digest = Sha256::digest(format!("{}\n{}", p.issuer, p.subject).as_bytes());
+            format!("{day}-{readable}-{}", &hex::encode(digest)[..8])
+        }
+    }
+}
+
+/// `YYYYMMDD` (UTC).
+fn day(at: SystemTime) -> String {
+    let text = portcullis_audit::record::format_ts(at);
+    text.get(..10).unwrap_or("0000-00-00").replace('-', "")
+}
+
+/// What is left to do when a watched response ends.
+struct Finish {
+    audit: Arc<Audit>,
+    trail: Trail,
+    status: u16,
+    outcome: &'static str,
+}
+
+/// A response body on its way to the client, hashed as it streams.
+struct Watched {
+    inner: Body,
+    hasher: Sha256,
+    bytes: u64,
+    /// The body as sent, for the recording (up to `cap` bytes).
+    kept: Option<Vec<u8>>,
+    cap: usize,
+    finish: Option<Finish>,
+}
+
+impl Watched {
+    fn end(&mut self, outcome: Option<&'static str>) {
+        let Some(finish) = self.finish.take() else {
+            return;
+        };
+        let digest: [u8; 32] = std::mem::take(&mut self.hasher).finalize().into();
+        let end = End {
+            status: finish.status,
+            response_body: Some((self.bytes, digest)),
+            outcome: outcome.unwrap_or(finish.outcome),
+            recording: None,
+        };
+        let mut trail = finish.trail;
+        if let Some(entry) = trail.entry.as_mut() {
+            entry.response_body = self
+                .kept
+                .take()
+                .filter(|b| !b.is_empty() || self.bytes == 0);
+            entry.duration = trail.started.elapsed();
+        }
+        let audit = finish.audit;
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tracing::error!(request_id = %trail.request_id, "audit completion record lost: no runtime");
+            return;
+        };
+        runtime.spawn(async move {
+            let mut end = end;
+            if let (Some(recorder), Some(entry)) = (&audit.recorder, trail.entry.take()) {
+                let mut entry = *entry;
+                entry.audit_seq = trail.decision_seq;
+                entry.findings = Value::Array(trail.findings.clone());
+                match recorder.record(entry).await {
+                    Ok(recorded) => {
+                        end.recording = Some((recorded.session, recorded.seq, recorded.hash));
+                    }
+                    Err(e) => {
+                        tracing::error!(request_id = %trail.request_id, error = %e, "session recording failed");
+                    }
+                }
+            }
+            audit.complete(&trail, end).await;
+        });
+    }
+}
+
+impl http_body::Body for Watched {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.hasher.update(data);
+                    this.bytes += data.len() as u64;
+                    if let Some(kept) = this.kept.as_mut() {
+                        let room = this.cap.saturating_sub(kept.len());
+                        kept.extend_from_slice(&data[..data.len().min(room)]);
+                    }
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(None) => {
+                this.end(None);
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(Err(e))) => {
+                this.end(Some("aborted"));
+                Poll::Ready(Some(Err(e)))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for Watched {
+    fn drop(&mut self) {
+        // Dropped before its end: the client went away, or the body was never polled (a HEAD,
+        // an empty body hyper did not read).
+        let outcome = match self.inner.is_end_stream() {
+            true => None,
+            false => Some("aborted"),
+        };
+        self.end(outcome);
+    }
+}
 
 #[cfg(test)]
 mod tests {

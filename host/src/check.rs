@@ -73,6 +73,19 @@ pub async fn check(path: &Path) -> Report {
             return report;
         }
     };
+    if let Some(audit) = &config.audit {
+        for (key, file) in [
+            ("signing_key_file", Some(&audit.signing_key_file)),
+            ("retiring_key_file", audit.retiring_key_file.as_ref()),
+        ] {
+            if let Some(file) = file
+                && let Err(e) =
+                    portcullis_audit::note::SigningKey::read(&config.path(file), &audit.origin)
+            {
+                report.problems.push(format!("audit.{key}: {e}"));
+            }
+        }
+    }
     let engine = match PluginEngine::new(config.engine_settings()) {
         Ok(e) => e,
         Err(e) => {

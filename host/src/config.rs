@@ -133,7 +133,7 @@ pub enum AuditDurability {
 }
 
 /// `audit.on_failure`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum OnAuditFailure {
     /// Refuse the request with 503.

@@ -2,7 +2,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use portcullis::cli::{Cli, Command, PluginsAction};
+use portcullis::cli::{self, AuditAction, Cli, Command, PluginsAction, SessionsAction};
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
@@ -26,6 +26,37 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve { config } => runtime.block_on(serve(&config)),
         Command::Plugins { action, admin } => runtime.block_on(plugins(action, admin)),
+        Command::Keygen { name, out } => ExitCode::from(cli::keygen(&name, &out)),
+        Command::Audit {
+            action:
+                AuditAction::Verify {
+                    dir,
+                    trust,
+                    anchor,
+                    state,
+                    heartbeat,
+                    strict,
+                    format,
+                },
+        } => ExitCode::from(cli::audit_verify(
+            &dir, &trust, anchor, state, heartbeat, strict, format,
+        )),
+        Command::Audit {
+            action:
+                AuditAction::Export {
+                    dir,
+                    format: _,
+                    out,
+                },
+        } => ExitCode::from(cli::audit_export(&dir, out.as_deref())),
+        Command::Sessions {
+            action: SessionsAction::List { dir },
+        } => ExitCode::from(cli::sessions_list(&dir)),
+        Command::Sessions {
+            action: SessionsAction::Export {
+                dir, session, out, ..
+            },
+        } => ExitCode::from(cli::sessions_export(&dir, &session, out.as_deref())),
         Command::Check { config } => {
             let report = runtime.block_on(portcullis::check::check(&config));
             print!("{}", report.render(&config));

@@ -10,6 +10,7 @@ use http_body::Body as _;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
 
+use crate::audit::{self, Trail};
 use crate::auth::Caller;
 use crate::codec::{self, CodecError, Encoding};
 use crate::config::RouteKind;
@@ -61,13 +62,23 @@ where
         authority(request.uri(), request.headers()),
         request.uri().path(),
     );
+    let mut trail = Trail::new(
+        &ids.request_id,
+        (client.addr, client.tls),
+        request.method().as_str(),
+        format!(
+            "{}{}",
+            authority(request.uri(), request.headers()).unwrap_or_default(),
+            audit::redact_target(request.uri().path_and_query().map_or("/", |p| p.as_str()))
+        ),
+    );
     let head = head_size(&request);
     let outcome = match route {
         _ if head > gateway.max_header_bytes => Err(GatewayError::HeaderTooLarge {
             size: head,
             limit: gateway.max_header_bytes,
         }),
-        Some(route) => serve(gateway, route, client, &ids, request).await,
+        Some(route) => serve(gateway, route, client, &ids, request, &mut trail).await,
         None => Err(GatewayError::NoRoute {
             host: authority(request.uri(), request.headers())
                 .unwrap_or_default()
@@ -75,13 +86,35 @@ where
             path: request.uri().path().to_string(),
         }),
     };
-    // The session recording and the audit record of `outcome` are written here (to come).
+    let failure = outcome.as_ref().err().map(|e| {
+        let kind = route.map_or(RouteKind::Generic, |r| r.kind);
+        (matches!(e, GatewayError::Auth(_)), e.code(kind))
+    });
     let mut response = match outcome {
         Ok(response) => response,
         Err(e) => error::into_response(&e, route.map(|r| r.kind), &ids),
     };
     if let Ok(id) = HeaderValue::from_str(&ids.request_id) {
         response.headers_mut().insert("x-request-id", id);
+    }
+    // Every exit is audited: a failure before the decision was recorded gets its record now,
+    // and the completion record follows the response's last byte.
+    if let Some(audit) = &gateway.audit {
+        if let Some((auth, code)) = failure {
+            trail.decision = if auth { "deny" } else { "error" };
+            trail.code = Some(code.to_string());
+            if trail.decision_seq.is_none() {
+                let kind = if auth {
+                    "auth.failed"
+                } else {
+                    "request.decision"
+                };
+                // The client is refused either way; a record that cannot be written is logged.
+                let _ = audit.decide(&mut trail, kind).await;
+            }
+        }
+        let outcome = if failure.is_some() { "error" } else { "ok" };
+        response = audit.watch(trail, outcome, response);
     }
     tracing::info!(
         request_id = %ids.request_id,
@@ -99,28 +132,51 @@ async fn serve<B>(
     client: Client,
     ids: &Ids,
     request: Request<B>,
+    trail: &mut Trail,
 ) -> Result<Response<Body>, GatewayError>
 where
     B: http_body::Body<Data = Bytes> + Send + Sync + Unpin + 'static,
     B::Error: Into<BodyError>,
 {
     let (mut parts, body) = request.into_parts();
+    trail.route = Some(route.name.clone());
 
     // Who is calling, and which plugins decide for them.
     let caller = gateway
         .identity
         .authenticate(route, &parts.uri, &parts.headers)
         .await?;
+    trail.principal = caller.as_ref().map(|c| c.principal.clone());
     let chain = route.chain_for(caller.as_deref())?;
     let facts = facts(route, &parts, client, ids, caller.as_deref());
+    trail.operation = Some(facts.operation.clone());
     let client_authorization = parts.headers.remove(header::AUTHORIZATION);
     strip_hop_by_hop(&mut parts.headers);
+    if gateway.audit.as_ref().is_some_and(|a| a.recording()) {
+        trail.entry = Some(Box::new(audit::Entry {
+            session: audit::session_id(trail.principal.as_ref()),
+            started: std::time::SystemTime::now(),
+            method: facts.method.clone(),
+            url: format!(
+                "{}://{}{}",
+                facts.scheme, facts.authority, facts.path_and_query
+            ),
+            request_headers: audit::header_pairs(&parts.headers),
+            request_id: ids.request_id.clone(),
+            principal: trail
+                .principal
+                .as_ref()
+                .map(|p| format!("{} ({})", p.subject, p.issuer)),
+            ..audit::Entry::default()
+        }));
+    }
     let headers = Arc::new(std::mem::take(&mut parts.headers));
 
     // Request phase: headers, then the body for the plugins that asked.
     let outcome = chain.on_request(&facts, &headers).await?;
+    trail.steps.extend(outcome.trace.iter().cloned());
     if let Some(refusal) = refusal(route.kind, &outcome, ids) {
-        return Ok(refusal);
+        return refused(gateway, trail, &outcome, refusal).await;
     }
     let mut edits = outcome.edits;
     let body = match outcome.body_wants.iter().map(|w| w.limit).max() {
@@ -137,13 +193,22 @@ where
             let body_outcome = chain
                 .on_request_body(&facts, &headers, &bytes, &outcome.body_wants)
                 .await?;
+            trail.steps.extend(body_outcome.trace.iter().cloned());
             if let Some(refusal) = refusal(route.kind, &body_outcome, ids) {
-                return Ok(refusal);
+                return refused(gateway, trail, &body_outcome, refusal).await;
             }
             edits.extend(body_outcome.edits);
+            if let Some(entry) = trail.entry.as_mut() {
+                entry.request_body = Some(bytes.to_vec());
+            }
             full(bytes)
         }
     };
+
+    // The decision is on record before anything leaves (503 if it cannot be written).
+    if let Some(audit) = &gateway.audit {
+        audit.decide(trail, "request.decision").await?;
+    }
 
     // Forward, with the gateway's credential for this upstream.
     let mut headers = Arc::unwrap_or_clone(headers);
@@ -172,6 +237,7 @@ where
 
     // Response phase: headers, then the body for the plugins that asked; masks run here.
     let (mut parts, body) = response.into_parts();
+    trail.upstream = Some((parts.status.as_u16(), upstream_request_id(&parts.headers)));
     // The client's connection decides the version it is answered in, not the upstream's.
     parts.version = Version::HTTP_11;
     strip_hop_by_hop(&mut parts.headers);
@@ -226,6 +292,7 @@ where
         &outcome,
         raw,
         &plain,
+        trail,
     )?;
     Ok(Response::from_parts(parts, full(body)))
 }
@@ -259,6 +326,7 @@ fn masked(
     outcome: &ResponseOutcome,
     raw: Bytes,
     plain: &[u8],
+    trail: &mut Trail,
 ) -> Result<Bytes, GatewayError> {
     if outcome.masks.is_empty() {
         return Ok(raw);
@@ -283,6 +351,12 @@ fn masked(
         .collect();
     let result = mask::apply(plain, kind, &plans, gateway.hash_key.as_deref())?;
     let reported = outcome.masks.iter().flat_map(|(_, plan)| &plan.findings);
+    trail.findings = result
+        .findings
+        .iter()
+        .chain(reported.clone())
+        .map(|f| serde_json::json!({"kind": f.kind, "location": f.location, "count": f.count}))
+        .collect();
     if !result.findings.is_empty() || reported.clone().next().is_some() {
         tracing::info!(
             request_id = %ids.request_id,
@@ -399,6 +473,42 @@ fn refusal(kind: RouteKind, outcome: &RequestOutcome, ids: &Ids) -> Option<Respo
             ))
         }
     }
+}
+
+/// Record a plugin's deny or approval request, then answer with `refusal`. The refusal stands
+/// even when its record cannot be written (the failure is logged by the audit log).
+async fn refused(
+    gateway: &Gateway,
+    trail: &mut Trail,
+    outcome: &RequestOutcome,
+    refusal: Response<Body>,
+) -> Result<Response<Body>, GatewayError> {
+    match &outcome.decision {
+        RequestDecision::Deny { by, deny } => {
+            trail.decision = "deny";
+            trail.by = Some(by.name.clone());
+            trail.code = Some(deny.code.clone());
+            trail.reason = Some(deny.reason.clone());
+        }
+        RequestDecision::RequireApproval { by, .. } => {
+            trail.decision = "approval-required";
+            trail.by = Some(by.name.clone());
+            trail.code = Some("ApprovalRequired".into());
+        }
+        RequestDecision::Continue => {}
+    }
+    if let Some(audit) = &gateway.audit {
+        let _ = audit.decide(trail, "request.decision").await;
+    }
+    Ok(refusal)
+}
+
+/// The upstream's own id for the request (Azure `x-ms-request-id`, AWS, or `x-request-id`).
+fn upstream_request_id(headers: &HeaderMap) -> Option<String> {
+    ["x-ms-request-id", "x-amz-request-id", "x-request-id"]
+        .iter()
+        .find_map(|name| headers.get(*name)?.to_str().ok())
+        .map(|v| v.chars().take(128).collect())
 }
 
 /// A plugin's replacement response, if it made one.

@@ -176,25 +176,48 @@ impl Live {
                 "changed settings need a restart to take effect; the running values stay"
             );
         }
-        let mut status = self.status.lock().unwrap_or_else(|p| p.into_inner());
-        match outcome {
-            Outcome::Applied => {
-                status.applied += 1;
-                status.generation = self.gateway().plugins.generation();
-                status.published_at_ms = now_ms();
+        let attempt = {
+            let mut status = self.status.lock().unwrap_or_else(|p| p.into_inner());
+            match outcome {
+                Outcome::Applied => {
+                    status.applied += 1;
+                    status.generation = self.gateway().plugins.generation();
+                    status.published_at_ms = now_ms();
+                }
+                Outcome::Rejected => status.rejected += 1,
+                Outcome::Unchanged => {}
             }
-            Outcome::Rejected => status.rejected += 1,
-            Outcome::Unchanged => {}
-        }
-        let attempt = Attempt {
-            trigger: trigger.to_string(),
-            at_ms: now_ms(),
-            outcome,
-            generation: status.generation,
-            error,
-            restart_needed,
+            let attempt = Attempt {
+                trigger: trigger.to_string(),
+                at_ms: now_ms(),
+                outcome,
+                generation: status.generation,
+                error,
+                restart_needed,
+            };
+            status.last = Some(attempt.clone());
+            attempt
         };
-        status.last = Some(attempt.clone());
+        if let Some(audit) = &self.gateway().audit {
+            let written = match attempt.outcome {
+                Outcome::Applied => {
+                    audit
+                        .event("config.loaded", loaded_record(&self.gateway(), trigger))
+                        .await
+                }
+                Outcome::Rejected => {
+                    let record = serde_json::json!({
+                        "trigger": trigger, "error": attempt.error,
+                        "generation": attempt.generation, "candidates": self.candidate_digests(),
+                    });
+                    audit.event("config.rejected", record).await
+                }
+                Outcome::Unchanged => Ok(0),
+            };
+            if let Err(e) = written {
+                tracing::error!(error = %e, "audit: the reload record could not be written");
+            }
+        }
         attempt
     }
 
@@ -232,13 +255,14 @@ impl Live {
         if same_plugins && same_text {
             return Ok(Candidate::Unchanged { restart_needed });
         }
-        let gateway = Gateway::assemble(
+        let mut gateway = Gateway::assemble(
             &config,
             old.engine.clone(),
             Arc::new(plugins),
             old.identity.clone(),
         )
         .map_err(|e| e.to_string())?;
+        gateway.audit = old.audit.clone();
         Ok(Candidate::New {
             gateway,
             text,
@@ -279,6 +303,33 @@ enum Candidate {
         text: String,
         restart_needed: Vec<String>,
     },
+}
+
+/// The `config.loaded` audit record of a gateway: generation, the configuration file's
+/// SHA-256, and every plugin loaded with its SHA-256.
+pub fn loaded_record(gateway: &Gateway, trigger: &str) -> serde_json::Value {
+    let config_sha256 = gateway
+        .config
+        .source
+        .as_deref()
+        .and_then(|p| std::fs::read(p).ok())
+        .map(|bytes| hex::encode(sha2::Sha256::digest(&bytes)));
+    let plugins: Vec<serde_json::Value> = gateway
+        .plugins
+        .plugins()
+        .iter()
+        .map(|p| {
+            serde_json::json!({
+                "name": p.id().name, "version": p.id().version, "sha256": p.id().sha256,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "trigger": trigger,
+        "generation": gateway.plugins.generation(),
+        "config_sha256": config_sha256,
+        "plugins": plugins,
+    })
 }
 
 /// `name@version sha256:… ` of every plugin of a gateway, for the log.

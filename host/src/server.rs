@@ -18,6 +18,9 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
+use serde_json::json;
+
+use crate::audit::Audit;
 use crate::config::{Config, TlsConfig};
 use crate::gateway::{BuildError, Gateway};
 use crate::proxy::{self, Body, Client, full};
@@ -39,6 +42,9 @@ pub enum StartError {
          [reload] watch = false and reload through the admin API)"
     )]
     Watch(String),
+    /// The audit log (or the session recordings) could not be opened.
+    #[error("{0}")]
+    Audit(String),
     /// A listener could not bind.
     #[error("cannot listen on {addr}: {reason}")]
     Bind {
@@ -92,6 +98,19 @@ impl Running {
         self.ready.store(false, Ordering::SeqCst);
         let _ = self.stop.send(true);
         let _ = self.gateway.await;
+        if let Some(audit) = &self.live.gateway().audit {
+            // Completion records of the last responses are queued before the stop record.
+            tokio::task::yield_now().await;
+            if let Err(e) = audit
+                .event("gateway.stop", json!({"reason": "shutdown"}))
+                .await
+            {
+                tracing::error!(error = %e, "audit: the stop record could not be written");
+            }
+            if let Err(e) = audit.close() {
+                tracing::error!(error = %e, "audit: the final checkpoint could not be written");
+            }
+        }
         if let Some((task, stop)) = self.admin {
             let _ = stop.send(true);
             let _ = task.await;
@@ -107,7 +126,36 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
 }
 
 /// Start the listeners of `config` serving an already built gateway.
-pub async fn start_with(config: &Config, gateway: Gateway) -> Result<Running, StartError> {
+pub async fn start_with(config: &Config, mut gateway: Gateway) -> Result<Running, StartError> {
+    let server = &config.server;
+    let tls = tls_acceptor(config)?;
+    let listener = bind(server.listen).await?;
+    let addr = local_addr(&listener, server.listen)?;
+    match (&config.audit, &gateway.audit) {
+        (Some(settings), None) => {
+            let (audit, opened) = Audit::open(config, settings).map_err(StartError::Audit)?;
+            let audit = Arc::new(audit);
+            let start = json!({
+                "version": env!("CARGO_PKG_VERSION"), "pid": std::process::id(),
+                "listen": addr.to_string(), "epoch": opened.epoch,
+                "durability": audit.durability(), "on_failure": settings.on_failure,
+                "recovered": opened.cuts.len(), "key_rotated": opened.rotated,
+            });
+            audit
+                .event("gateway.start", start)
+                .await
+                .map_err(|e| StartError::Audit(format!("audit: {e}")))?;
+            audit
+                .event("config.loaded", reload::loaded_record(&gateway, "start"))
+                .await
+                .map_err(|e| StartError::Audit(format!("audit: {e}")))?;
+            gateway.audit = Some(audit);
+        }
+        (None, _) => {
+            tracing::warn!("no [audit] section: requests are served without a signed audit log")
+        }
+        (Some(_), Some(_)) => {}
+    }
     let live = Live::new(gateway);
     let watching = match (config.reload.watch, &config.source) {
         (true, Some(_)) => {
@@ -115,10 +163,6 @@ pub async fn start_with(config: &Config, gateway: Gateway) -> Result<Running, St
         }
         _ => None,
     };
-    let server = &config.server;
-    let tls = tls_acceptor(config)?;
-    let listener = bind(server.listen).await?;
-    let addr = local_addr(&listener, server.listen)?;
     let (stop, stopped) = watch::channel(false);
     let ready = Arc::new(AtomicBool::new(true));
     let mut builder = auto::Builder::new(TokioExecutor::new());

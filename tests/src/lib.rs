@@ -27,6 +27,22 @@ pub fn root() -> PathBuf {
         .to_path_buf()
 }
 
+/// The example configuration's audit signing key (`target/example/audit.key`), made on first
+/// use as `scripts/run.sh` makes it.
+pub fn example_audit_key() {
+    let dir = root().join("target/example");
+    if dir.join("audit.key").is_file() {
+        return;
+    }
+    std::fs::create_dir_all(&dir).expect("target/example");
+    let key = portcullis_audit::note::SigningKey::generate("portcullis.example/quickstart")
+        .expect("a key");
+    // Another test process may win the race; its key is as good.
+    if let Err(e) = key.write(&dir.join("audit.key"), &dir.join("audit.pub")) {
+        assert!(dir.join("audit.key").is_file(), "cannot write the example key: {e}");
+    }
+}
+
 /// The built component of a plugin crate, e.g. `plugin("misbehave")`.
 ///
 /// Panics (failing the test) when it has not been built.

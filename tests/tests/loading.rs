@@ -271,6 +271,7 @@ async fn a_corrupt_cache_entry_is_ignored_and_recompiled() {
 
 #[tokio::test]
 async fn the_example_configuration_loads_every_plugin() {
+    portcullis_tests::example_audit_key();
     let path = root().join("examples/portcullis.toml");
     let report = portcullis::check::check(&path).await;
     assert!(report.passed(), "{}", report.render(&path));

@@ -14,7 +14,7 @@
 //!   every 1000 records), against SHA-256 of the same segment files and against a bare
 //!   parse-and-rehash of them (`Record::parse`, chain, `Frontier`).
 //!
-//! Run: `cargo bench -p portcullis-audit --bench audit` (about a minute and a half). An argument
+//! Run: `cargo bench -p portcullis-audit --bench audit` (about 100 s). An argument
 //! runs only what it names: a section (`throughput`, `cpu`, `request_path`, `verify`) or a
 //! throughput row (`throughput/batched/64`, `throughput/strict/8`, …).
 use std::fs::{File, OpenOptions};
