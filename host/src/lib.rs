@@ -26,8 +26,11 @@
 //! (`Identity::authenticate`) and admit (`Route::chain_for`, picking the caller's chain) →
 //! request phase (`Chain::on_request`, `Chain::on_request_body`) → approval (to come; fails
 //! closed) → `Upstream::forward` with the gateway's credential → response phase
-//! (`Chain::on_response`, `Chain::on_response_body`, mask plans executed natively) → session
-//! and audit on every exit (to come) → `error::into_response` for failures.
+//! (`Chain::on_response`, `Chain::on_response_body`, mask plans executed natively) →
+//! `error::into_response` for failures. The audit log hears of every request: its decision
+//! (`Audit::decide`, before forwarding; a failure before a decision is recorded on the way out)
+//! and its completion when the response's last byte has gone (`Audit::watch`, which also writes
+//! the session recording).
 pub mod audit;
 pub mod auth;
 pub mod check;

@@ -88,7 +88,7 @@ where
     };
     let failure = outcome.as_ref().err().map(|e| {
         let kind = route.map_or(RouteKind::Generic, |r| r.kind);
-        (matches!(e, GatewayError::Auth(_)), e.code(kind))
+        (matches!(e, GatewayError::Auth(_)), e.code(kind), e.public_message())
     });
     let mut response = match outcome {
         Ok(response) => response,
@@ -100,9 +100,11 @@ where
     // Every exit is audited: a failure before the decision was recorded gets its record now,
     // and the completion record follows the response's last byte.
     if let Some(audit) = &gateway.audit {
-        if let Some((auth, code)) = failure {
+        let failed = failure.is_some();
+        if let Some((auth, code, message)) = failure {
             trail.decision = if auth { "deny" } else { "error" };
             trail.code = Some(code.to_string());
+            trail.reason = Some(message);
             if trail.decision_seq.is_none() {
                 let kind = if auth {
                     "auth.failed"
@@ -113,7 +115,7 @@ where
                 let _ = audit.decide(&mut trail, kind).await;
             }
         }
-        let outcome = if failure.is_some() { "error" } else { "ok" };
+        let outcome = if failed { "error" } else { "ok" };
         response = audit.watch(trail, outcome, response);
     }
     tracing::info!(
@@ -284,16 +286,7 @@ where
         return Ok(replacement);
     }
     parts.headers = Arc::unwrap_or_clone(headers);
-    let body = masked(
-        gateway,
-        route,
-        ids,
-        &mut parts.headers,
-        &outcome,
-        raw,
-        &plain,
-        trail,
-    )?;
+    let body = masked(gateway, trail, &mut parts.headers, &outcome, raw, &plain)?;
     Ok(Response::from_parts(parts, full(body)))
 }
 
@@ -317,16 +310,14 @@ fn unmasked(
 
 /// Execute the response's mask plans natively. An unchanged body goes out byte for byte; a
 /// changed one is re-encoded as it came, with its length recomputed and its validators dropped.
-/// What was masked where (never a value) is logged.
+/// What was masked where (never a value) is logged and kept for the audit record.
 fn masked(
     gateway: &Gateway,
-    route: &Route,
-    ids: &Ids,
+    trail: &mut Trail,
     headers: &mut HeaderMap,
     outcome: &ResponseOutcome,
     raw: Bytes,
     plain: &[u8],
-    trail: &mut Trail,
 ) -> Result<Bytes, GatewayError> {
     if outcome.masks.is_empty() {
         return Ok(raw);
@@ -359,8 +350,8 @@ fn masked(
         .collect();
     if !result.findings.is_empty() || reported.clone().next().is_some() {
         tracing::info!(
-            request_id = %ids.request_id,
-            route = %route.name,
+            request_id = %trail.request_id,
+            route = trail.route.as_deref().unwrap_or("-"),
             masked = result.masked,
             findings = %mask::summarize(result.findings.iter().chain(reported)),
             "response body masked"

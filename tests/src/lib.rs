@@ -39,7 +39,10 @@ pub fn example_audit_key() {
         .expect("a key");
     // Another test process may win the race; its key is as good.
     if let Err(e) = key.write(&dir.join("audit.key"), &dir.join("audit.pub")) {
-        assert!(dir.join("audit.key").is_file(), "cannot write the example key: {e}");
+        assert!(
+            dir.join("audit.key").is_file(),
+            "cannot write the example key: {e}"
+        );
     }
 }
 
