@@ -1,20 +1,25 @@
 //! Audit log speed, in one run, each figure next to a baseline measured in the same run:
 //!
 //! - `throughput`: N producer threads append `request.decision` records through the writer
-//!   (`append_blocking`, `Wait::Written` under `Durability::Batched { 100 ms }`, `Wait::Synced`
-//!   under `Durability::Strict`), against raw `write_all` of the same bytes to a file with the
-//!   same fsyncs (one per batch of N records for strict, one per 100 ms for batched): the ratio
-//!   is the writer's overhead over the disk.
-//! - `cpu`: CPU time per record on the caller's thread and on the writer's thread (read from
-//!   `/proc/thread-self/schedstat`, so Linux only), one producer.
-//! - `request_path/…` (criterion): the caller-side pieces (building the fields, `append`,
-//!   `submit`) and the writer's per-record staging, against `serde_json` + SHA-256 of the same
-//!   fields.
+//!   (`Wait::Written` under `Durability::Batched { 100 ms }`, `Wait::Synced` under
+//!   `Durability::Strict`), against raw `write_all` of the same bytes to a file with the same
+//!   fsyncs (one per batch of N records for strict, one per 100 ms for batched): the ratio is
+//!   the writer's overhead over the disk. Every row uses the fast path the gateway uses
+//!   (`append_fields_blocking` of a `#[derive(Serialize)]` struct serialised into `Fields` on
+//!   the producer's thread) except `batched-map`, the old `append_blocking(Map)`, kept as the
+//!   comparison.
+//! - `cpu`: CPU time per request on the caller's thread and on the writer's thread (read from
+//!   `/proc/thread-self/schedstat`, so Linux only), one producer, `Map` and `Fields` rows side
+//!   by side; plus the caller's build + hand-over time alone (until the first `Pending` poll,
+//!   i.e. without the parked wait).
+//! - `request_path/…` (criterion): the caller-side pieces (building the fields as a `Map` or as
+//!   `Fields`, `append`, `submit`) and the writer's per-record staging (`write_line` of a `Map`
+//!   and `write_fields_line` of `Fields`), against `serde_json` + SHA-256 of the same fields.
 //! - `verify`: `verify::verify` over a log of 200k records (several segments, a checkpoint
 //!   every 1000 records), against SHA-256 of the same segment files and against a bare
 //!   parse-and-rehash of them (`Record::parse`, chain, `Frontier`).
 //!
-//! Run: `cargo bench -p portcullis-audit --bench audit` (about 100 s). An argument
+//! Run: `cargo bench -p portcullis-audit --bench audit` (about 120 s). An argument
 //! runs only what it names: a section (`throughput`, `cpu`, `request_path`, `verify`) or a
 //! throughput row (`throughput/batched/64`, `throughput/strict/8`, …).
 use std::fs::{File, OpenOptions};
@@ -31,10 +36,11 @@ use std::time::{Duration, Instant, SystemTime};
 use criterion::{Criterion, Throughput};
 use portcullis_audit::merkle::{Frontier, leaf_hash};
 use portcullis_audit::note::SigningKey;
-use portcullis_audit::record::{self, Head, Record};
+use portcullis_audit::record::{self, Fields, Head, Record};
 use portcullis_audit::segment;
 use portcullis_audit::verify;
 use portcullis_audit::writer::{AuditLog, Durability, Options, Wait};
+use serde::Serialize;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
@@ -198,7 +204,133 @@ impl Request {
     }
 }
 
+// The fast path the gateway switches to: the same records as `#[derive(Serialize)]` structs
+// borrowing the request's strings, serialised into `Fields` on the request's task.
+
+#[derive(Serialize)]
+struct DecisionRecord<'a> {
+    request_id: &'a str,
+    route: &'a str,
+    operation: &'a str,
+    method: &'a str,
+    target: &'a str,
+    source: SourceRecord<'a>,
+    principal: PrincipalRecord<'a>,
+    plugins: PluginRecords<'a>,
+    decision: &'a str,
+    by: &'a str,
+}
+
+#[derive(Serialize)]
+struct SourceRecord<'a> {
+    addr: &'a str,
+    tls: bool,
+}
+
+#[derive(Serialize)]
+struct PrincipalRecord<'a> {
+    iss: &'a str,
+    sub: &'a str,
+    tenant: &'a str,
+    app_id: &'a str,
+    roles: &'a [String],
+}
+
+/// The plugins, serialised straight from the request's steps (no `Vec` of records).
+struct PluginRecords<'a>(&'a [Plugin]);
+
+impl Serialize for PluginRecords<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.iter().map(|p| PluginRecord {
+            name: &p.name,
+            version: &p.version,
+            sha256: &p.sha256,
+            hook: p.hook,
+            verdict: p.verdict,
+            error: None,
+        }))
+    }
+}
+
+#[derive(Serialize)]
+struct PluginRecord<'a> {
+    name: &'a str,
+    version: &'a str,
+    sha256: &'a str,
+    hook: &'a str,
+    verdict: &'a str,
+    error: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct CompletionRecord<'a> {
+    request_id: &'a str,
+    decision_seq: u64,
+    status: u16,
+    outcome: &'a str,
+    latency_us: u64,
+    upstream: UpstreamRecord<'a>,
+}
+
+#[derive(Serialize)]
+struct UpstreamRecord<'a> {
+    status: u16,
+    request_id: &'a str,
+}
+
+impl Request {
+    fn decision(&self) -> Fields {
+        let record = DecisionRecord {
+            request_id: &self.request_id,
+            route: &self.route,
+            operation: &self.operation,
+            method: &self.method,
+            target: &self.target,
+            source: SourceRecord {
+                addr: &self.addr,
+                tls: true,
+            },
+            principal: PrincipalRecord {
+                iss: &self.issuer,
+                sub: &self.subject,
+                tenant: &self.tenant,
+                app_id: &self.app_id,
+                roles: &self.roles,
+            },
+            plugins: PluginRecords(&self.plugins),
+            decision: self.decision,
+            by: &self.by,
+        };
+        Fields::from_serialize(&record).expect("a decision record serialises")
+    }
+
+    fn completion(&self, decision_seq: u64) -> Fields {
+        let record = CompletionRecord {
+            request_id: &self.request_id,
+            decision_seq,
+            status: 200,
+            outcome: "ok",
+            latency_us: 1234,
+            upstream: UpstreamRecord {
+                status: 200,
+                request_id: &self.subject,
+            },
+        };
+        Fields::from_serialize(&record).expect("a completion record serialises")
+    }
+}
+
+/// The requests, after checking that the fast path stores the very bytes of the `Map` path.
 fn requests(n: u64) -> Arc<Vec<Request>> {
+    let requests = requests_unchecked(n);
+    for r in requests.iter().take(8) {
+        assert_eq!(r.decision(), Fields::from_map(&r.decision_fields()));
+        assert_eq!(r.completion(7), Fields::from_map(&r.completion_fields(7)));
+    }
+    requests
+}
+
+fn requests_unchecked(n: u64) -> Arc<Vec<Request>> {
     Arc::new((0..n).map(Request::new).collect())
 }
 
@@ -339,8 +471,18 @@ fn per(ns: u64, n: u64) -> f64 {
 // ---------------------------------------------------------------------------------------------
 // Throughput.
 
+/// How a producer hands a record over.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Api {
+    /// `decision_fields()` (a `Map`), then `append_blocking` (serialised on the caller).
+    Map,
+    /// `decision()` (a struct serialised into `Fields`), then `append_fields_blocking`.
+    Fields,
+}
+
 struct Load {
     id: &'static str,
+    api: Api,
     name: &'static str,
     durability: Durability,
     wait: Wait,
@@ -377,15 +519,21 @@ fn drive(load: &Load, duration: Duration, requests: &Arc<Vec<Request>>) -> Measu
         .map(|p| {
             let (log, stop, start, requests) =
                 (log.clone(), stop.clone(), start.clone(), requests.clone());
-            let wait = load.wait;
+            let (wait, api) = (load.wait, load.api);
             thread::spawn(move || {
                 start.wait();
                 let cpu = this_thread_cpu();
                 let mut n = 0usize;
                 while !stop.load(Ordering::Relaxed) {
                     let request = &requests[(p * 131 + n) % requests.len()];
-                    log.append_blocking("request.decision", request.decision_fields(), wait)
-                        .expect("append");
+                    match api {
+                        Api::Map => log
+                            .append_blocking("request.decision", request.decision_fields(), wait)
+                            .expect("append"),
+                        Api::Fields => log
+                            .append_fields_blocking("request.decision", request.decision(), wait)
+                            .expect("append"),
+                    };
                     n += 1;
                 }
                 (n as u64, this_thread_cpu().saturating_sub(cpu))
@@ -464,7 +612,8 @@ fn throughput(scale: Scale, wanted: &dyn Fn(&str) -> bool) {
     for producers in [1, 8, 64] {
         loads.push(Load {
             id: "batched",
-            name: "batched 100 ms, `Wait::Written`",
+            api: Api::Fields,
+            name: "batched 100 ms, `Wait::Written`, `append_fields`",
             durability: BATCHED,
             wait: Wait::Written,
             producers,
@@ -472,8 +621,18 @@ fn throughput(scale: Scale, wanted: &dyn Fn(&str) -> bool) {
         });
     }
     loads.push(Load {
+        id: "batched-map",
+        api: Api::Map,
+        name: "the same through `append(Map)` (the old API)",
+        durability: BATCHED,
+        wait: Wait::Written,
+        producers: 64,
+        checkpoint_records: 1000,
+    });
+    loads.push(Load {
         id: "batched-checkpoint-1s",
-        name: "the same, checkpoints every 1 s only (not every 1000 records)",
+        api: Api::Fields,
+        name: "`append_fields`, checkpoints every 1 s only (not every 1000 records)",
         durability: BATCHED,
         wait: Wait::Written,
         producers: 64,
@@ -482,7 +641,8 @@ fn throughput(scale: Scale, wanted: &dyn Fn(&str) -> bool) {
     for producers in [1, 8, 64] {
         loads.push(Load {
             id: "strict",
-            name: "strict, `Wait::Synced`",
+            api: Api::Fields,
+            name: "strict, `Wait::Synced`, `append_fields`",
             durability: Durability::Strict,
             wait: Wait::Synced,
             producers,
@@ -554,6 +714,21 @@ fn median_f64(mut v: Vec<f64>) -> f64 {
 // ---------------------------------------------------------------------------------------------
 // CPU per request, one producer.
 
+/// What the caller does per request in a `cpu` row.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Does {
+    /// The decision, awaited (`Wait::Written`).
+    Decision,
+    /// The completion, not awaited.
+    Completion,
+    /// Both: one gateway request.
+    Both,
+    /// Both, the decision handed over without waiting for it (`submit`), one awaited append
+    /// per 256 requests: building and handing over alone, the parked waits amortised away and
+    /// the writer mostly busy (so a hand-over seldom has to wake it).
+    HandOver,
+}
+
 fn cpu(scale: Scale) {
     let requests = requests(1024);
     let waker = thread_waker();
@@ -562,51 +737,105 @@ fn cpu(scale: Scale) {
         scale.cpu_requests
     );
     println!(
-        "| caller does | records | wall µs/request | caller CPU µs/request | writer CPU µs/request | writer CPU µs/record |"
+        "| caller does | API | records | wall µs/request | caller CPU µs/request | writer CPU µs/request | writer CPU µs/record |"
     );
-    println!("|---|---|---|---|---|---|");
-    for row in ["decision: append(Written)", "completion: submit", "both"] {
-        let dir = tempfile::tempdir().expect("a temporary directory");
-        let log = open_log(dir.path(), BATCHED, 1000);
-        let writer = WriterThread::find().expect("the audit-writer thread");
-        let n = scale.cpu_requests;
-        let (writer_cpu, caller_cpu) = (writer.cpu(), this_thread_cpu());
-        let started = Instant::now();
-        let mut records = 0u64;
-        for i in 0..n {
-            let request = &requests[i as usize % requests.len()];
-            let mut seq = i;
-            if row != "completion: submit" {
-                let fields = request.decision_fields();
-                let appended = block_on(
-                    &waker,
-                    log.append("request.decision", fields, Wait::Written),
-                )
-                .expect("append");
-                seq = appended.seq;
-                records += 1;
+    println!("|---|---|---|---|---|---|---|");
+    let rows = [
+        ("decision: build + append(Written)", Does::Decision),
+        ("completion: build + submit", Does::Completion),
+        ("both (one gateway request)", Does::Both),
+        (
+            "both, the decision not awaited (one wait per 256 requests)",
+            Does::HandOver,
+        ),
+    ];
+    for (name, does) in rows {
+        for api in [Api::Map, Api::Fields] {
+            let dir = tempfile::tempdir().expect("a temporary directory");
+            let log = open_log(dir.path(), BATCHED, 1000);
+            let writer = WriterThread::find().expect("the audit-writer thread");
+            let n = scale.cpu_requests;
+            let (writer_cpu, caller_cpu) = (writer.cpu(), this_thread_cpu());
+            let started = Instant::now();
+            let mut records = 0u64;
+            for i in 0..n {
+                let request = &requests[i as usize % requests.len()];
+                let awaited = match does {
+                    Does::Decision | Does::Both => true,
+                    Does::HandOver => i % 256 == 255,
+                    Does::Completion => false,
+                };
+                let mut seq = i;
+                if awaited {
+                    let appended = match api {
+                        Api::Map => block_on(
+                            &waker,
+                            log.append(
+                                "request.decision",
+                                request.decision_fields(),
+                                Wait::Written,
+                            ),
+                        ),
+                        Api::Fields => block_on(
+                            &waker,
+                            log.append_fields(
+                                "request.decision",
+                                request.decision(),
+                                Wait::Written,
+                            ),
+                        ),
+                    };
+                    seq = appended.expect("append").seq;
+                    records += 1;
+                } else if does == Does::HandOver {
+                    match api {
+                        Api::Map => block_on(
+                            &waker,
+                            log.submit("request.decision", request.decision_fields()),
+                        ),
+                        Api::Fields => block_on(
+                            &waker,
+                            log.submit_fields("request.decision", request.decision()),
+                        ),
+                    }
+                    .expect("submit");
+                    records += 1;
+                }
+                if does != Does::Decision {
+                    match api {
+                        Api::Map => block_on(
+                            &waker,
+                            log.submit("request.completion", request.completion_fields(seq)),
+                        ),
+                        Api::Fields => block_on(
+                            &waker,
+                            log.submit_fields("request.completion", request.completion(seq)),
+                        ),
+                    }
+                    .expect("submit");
+                    records += 1;
+                }
             }
-            if row != "decision: append(Written)" {
-                let fields = request.completion_fields(seq);
-                block_on(&waker, log.submit("request.completion", fields)).expect("submit");
-                records += 1;
-            }
+            let wall = started.elapsed();
+            let caller = this_thread_cpu().saturating_sub(caller_cpu);
+            // Submitted records may still be queued: one more append, answered after all of
+            // them (the queue is FIFO), so that the writer's CPU time covers them.
+            log.append_blocking("bench.flush", Map::new(), Wait::Written)
+                .expect("flush");
+            let writer_cpu = writer.cpu().saturating_sub(writer_cpu);
+            log.close().expect("close the audit log");
+            println!(
+                "| {name} | {} | {records} | {:.2} | {:.2} | {:.2} | {:.2} |",
+                match api {
+                    Api::Map => "`Map`",
+                    Api::Fields => "`Fields`",
+                },
+                per(wall.as_nanos() as u64, n),
+                per(caller, n),
+                per(writer_cpu, n),
+                per(writer_cpu, records),
+            );
         }
-        let wall = started.elapsed();
-        let caller = this_thread_cpu().saturating_sub(caller_cpu);
-        // Submitted records may still be queued: one more append, answered after all of them
-        // (the queue is FIFO), so that the writer's CPU time covers them.
-        log.append_blocking("bench.flush", Map::new(), Wait::Written)
-            .expect("flush");
-        let writer_cpu = writer.cpu().saturating_sub(writer_cpu);
-        log.close().expect("close the audit log");
-        println!(
-            "| {row} | {records} | {:.2} | {:.2} | {:.2} | {:.2} |",
-            per(wall.as_nanos() as u64, n),
-            per(caller, n),
-            per(writer_cpu, n),
-            per(writer_cpu, records),
-        );
     }
 }
 
@@ -624,6 +853,22 @@ fn request_path(c: &mut Criterion) {
         b.iter(|| {
             i += 1;
             black_box(requests[i % requests.len()].decision_fields())
+        })
+    });
+
+    group.bench_function("decision_fields_to_fields", |b| {
+        b.iter(|| {
+            i += 1;
+            black_box(Fields::from_map(
+                &requests[i % requests.len()].decision_fields(),
+            ))
+        })
+    });
+
+    group.bench_function("decision_struct_to_fields", |b| {
+        b.iter(|| {
+            i += 1;
+            black_box(requests[i % requests.len()].decision())
         })
     });
 
@@ -660,9 +905,49 @@ fn request_path(c: &mut Criterion) {
         })
     });
 
+    let decision = requests[0].decision();
+    group.bench_function("writer_stage_write_fields_line_and_leaf_hash", |b| {
+        b.iter(|| {
+            out.clear();
+            record::write_fields_line(
+                &mut out,
+                &Head {
+                    log: ORIGIN,
+                    seq,
+                    epoch: 1,
+                    ts: SystemTime::now(),
+                    prev,
+                    kind: "request.decision",
+                },
+                black_box(&decision),
+            );
+            prev = leaf_hash(&out[..out.len() - 1]);
+            frontier.push(prev);
+            seq += 1;
+        })
+    });
+
     let dir = tempfile::tempdir().expect("a temporary directory");
     let log = open_log(dir.path(), BATCHED, 1000);
     let waker = thread_waker();
+    group.bench_function("append_fields_written_one_producer", |b| {
+        b.iter(|| {
+            i += 1;
+            let fields = requests[i % requests.len()].decision();
+            block_on(
+                &waker,
+                log.append_fields("request.decision", fields, Wait::Written),
+            )
+            .expect("append")
+        })
+    });
+    group.bench_function("submit_fields_one_producer", |b| {
+        b.iter(|| {
+            i += 1;
+            let fields = requests[i % requests.len()].completion(7);
+            block_on(&waker, log.submit_fields("request.completion", fields)).expect("submit")
+        })
+    });
     group.bench_function("append_written_one_producer", |b| {
         b.iter(|| {
             i += 1;
@@ -742,8 +1027,8 @@ fn verify_speed(scale: Scale) {
         let log = open_log_with(dir.path(), key, BATCHED, 1000, 16 << 20);
         let waker = thread_waker();
         for i in 0..scale.verify_records {
-            let fields = requests[i as usize % requests.len()].decision_fields();
-            block_on(&waker, log.submit("request.decision", fields)).expect("submit");
+            let fields = requests[i as usize % requests.len()].decision();
+            block_on(&waker, log.submit_fields("request.decision", fields)).expect("submit");
         }
         log.close().expect("close the audit log");
     }

@@ -51,7 +51,8 @@
 //! signed note whose text is `<origin>\n<size>\n<base64 root>\n`, followed by a blank line and
 //! one signature line per key: `— <key name> <base64(key id (4 bytes) || Ed25519 signature)>\n`.
 //! The key id is the first 4 bytes of `SHA-256(key name || "\n" || 0x01 || public key)`.
-//! Checkpoints are signed at least every second while records arrive, every 1000 records, at
+//! Checkpoints are signed at least every second while records arrive, at the first fdatasync
+//! after every 1000 records (a checkpoint only ever covers records that were fdatasync'ed), at
 //! rotation and at shutdown.
 //!
 //! A verifier key is written `<key name>+<8 hex digits key id>+<base64(0x01 || public key)>`.

@@ -1,19 +1,36 @@
 //! The audit log's one writer: a thread fed by a bounded channel that appends records with group
 //! commit (one write and at most one fsync per batch), rotates segments, signs checkpoints and
 //! writes heartbeats, under a lock so that two processes never write one log.
+//!
+//! The fast path is [`AuditLog::append_fields`]: the caller serialises the record's own fields
+//! ([`Fields::from_serialize`] of a `#[derive(Serialize)]` struct) on its own thread, so the
+//! writer only writes the head, copies the fields, hashes the line and frees one buffer. The
+//! `Map` API ([`AuditLog::append`]) converts on the caller's thread and stores the same bytes.
+//!
+//! Guarantees: a waiter is answered only after its batch's write(2) (`Wait::Written`) or
+//! fdatasync (`Wait::Synced`; one such waiter makes the whole batch sync before anyone is
+//! answered); a failed write or fdatasync cuts the batch back and fails every waiter of it. A
+//! checkpoint covers only records whose fdatasync succeeded (`Writer::synced`; after a failed
+//! fdatasync the records written before it stay uncovered until one succeeds), and its line is
+//! fdatasync'ed before the next batch is taken. Checkpoints are signed at the first sync point
+//! after every `checkpoint_records` records, at least every `checkpoint_interval` while records
+//! arrive, at rotation and at shutdown.
+use std::borrow::Cow;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::thread::JoinHandle;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, Waker};
+use std::thread::{JoinHandle, Thread};
 use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{Map, Value, json};
 
 use crate::merkle::{Frontier, Hash};
 use crate::note::{Checkpoint, NoteError, SigningKey};
-use crate::record::{self, Head};
+use crate::record::{self, Fields, Head};
 use crate::recover::{self, State};
 use crate::segment::{self, CheckpointLine};
 
@@ -111,9 +128,13 @@ pub struct Options {
     pub segment_bytes: u64,
     /// Rotate a segment at this age.
     pub segment_age: Duration,
-    /// Sign a checkpoint at least this often while records arrive.
+    /// Sign a checkpoint at least this often while records arrive (fdatasync'ing the records
+    /// first if they are not yet).
     pub checkpoint_interval: Duration,
-    /// Sign a checkpoint every this many records.
+    /// Sign a checkpoint every this many records: at the first fdatasync of the segment after
+    /// the last of them (a checkpoint covers fdatasync'ed records only, and records are not
+    /// fdatasync'ed early for it), so within the batched interval under `Batched`, at once
+    /// under `Strict`; `checkpoint_interval` bounds it in any case.
     pub checkpoint_records: u64,
     /// Write a heartbeat record this often.
     pub heartbeat: Duration,
@@ -168,18 +189,149 @@ pub struct Opened {
     pub rotated: bool,
 }
 
-type Reply = flume::Sender<Result<Appended, AuditError>>;
-
 enum Command {
     Append {
-        kind: String,
-        fields: Map<String, Value>,
+        kind: Cow<'static, str>,
+        fields: Fields,
         wait: Wait,
         reply: Option<Reply>,
     },
     Close {
         reply: flume::Sender<Result<(), AuditError>>,
     },
+}
+
+/// A one-shot answer from the writer to one caller: one allocation (the `Arc`), one
+/// uncontended lock on each side, and a wake (the task's waker, or an unpark for a blocking
+/// caller). Cheaper than a channel per record.
+#[derive(Debug)]
+struct Slot {
+    state: Mutex<SlotState>,
+}
+
+#[derive(Debug)]
+enum SlotState {
+    /// Not answered yet; whom to wake when it is.
+    Waiting(Option<Waiter>),
+    /// Answered, not yet taken.
+    Answered(Result<Appended, AuditError>),
+    /// Taken by the caller.
+    Taken,
+}
+
+#[derive(Debug)]
+enum Waiter {
+    Task(Waker),
+    Thread(Thread),
+}
+
+impl Slot {
+    fn new() -> Arc<Slot> {
+        Arc::new(Slot {
+            state: Mutex::new(SlotState::Waiting(None)),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, SlotState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Answer (the first answer wins) and wake the caller, outside the lock.
+    fn answer(&self, answer: Result<Appended, AuditError>) {
+        let waiter = {
+            let mut state = self.lock();
+            match std::mem::replace(&mut *state, SlotState::Answered(answer)) {
+                SlotState::Waiting(waiter) => waiter,
+                already => {
+                    *state = already;
+                    None
+                }
+            }
+        };
+        match waiter {
+            Some(Waiter::Task(waker)) => waker.wake(),
+            Some(Waiter::Thread(thread)) => thread.unpark(),
+            None => {}
+        }
+    }
+
+    /// The answer if there is one, else remember `waiter` (unless it is the same task's).
+    fn take_or_wait(
+        &self,
+        waiter: impl FnOnce(Option<&Waiter>) -> Option<Waiter>,
+    ) -> Option<Result<Appended, AuditError>> {
+        let mut state = self.lock();
+        match std::mem::replace(&mut *state, SlotState::Taken) {
+            SlotState::Answered(answer) => Some(answer),
+            SlotState::Taken => Some(Err(AuditError::Closed)),
+            SlotState::Waiting(old) => {
+                let new = waiter(old.as_ref()).or(old);
+                *state = SlotState::Waiting(new);
+                None
+            }
+        }
+    }
+}
+
+/// The writer's end of a [`Slot`]. Dropped unanswered (the writer stopped), it answers
+/// `Closed`.
+#[derive(Debug)]
+struct Reply(Option<Arc<Slot>>);
+
+impl Reply {
+    fn send(mut self, answer: Result<Appended, AuditError>) {
+        if let Some(slot) = self.0.take() {
+            slot.answer(answer);
+        }
+    }
+}
+
+impl Drop for Reply {
+    fn drop(&mut self) {
+        if let Some(slot) = self.0.take() {
+            slot.answer(Err(AuditError::Closed));
+        }
+    }
+}
+
+/// The caller's end of a [`Slot`].
+#[derive(Debug)]
+struct Answer(Arc<Slot>);
+
+impl Answer {
+    fn pair() -> (Reply, Answer) {
+        let slot = Slot::new();
+        (Reply(Some(slot.clone())), Answer(slot))
+    }
+
+    /// Park this thread until the answer comes.
+    fn wait(self) -> Result<Appended, AuditError> {
+        loop {
+            let answer = self.0.take_or_wait(|old| match old {
+                Some(Waiter::Thread(_)) => None,
+                _ => Some(Waiter::Thread(std::thread::current())),
+            });
+            if let Some(answer) = answer {
+                return answer;
+            }
+            std::thread::park();
+        }
+    }
+}
+
+impl Future for Answer {
+    type Output = Result<Appended, AuditError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let answer = self.0.take_or_wait(|old| match old {
+            Some(Waiter::Task(waker)) if waker.will_wake(cx.waker()) => None,
+            _ => Some(Waiter::Task(cx.waker().clone())),
+        });
+        match answer {
+            Some(answer) => Poll::Ready(answer),
+            None => Poll::Pending,
+        }
+    }
 }
 
 /// A handle on the log's writer. Cheap to share (`Arc`).
@@ -264,7 +416,7 @@ impl AuditLog {
         for cut in &cuts {
             writer.stage(
                 "log.recovered",
-                obj(json!({
+                &obj(json!({
                     "file": cut.file, "offset": cut.offset, "bytes": cut.bytes,
                     "quarantine": cut.quarantine.file_name().map(|n| n.to_string_lossy().into_owned()),
                     "reason": cut.reason,
@@ -272,7 +424,7 @@ impl AuditLog {
             )?;
         }
         if let Some(old) = &rotation {
-            writer.stage("key.rotated", obj(json!({"old": old, "new": configured})))?;
+            writer.stage("key.rotated", &obj(json!({"old": old, "new": configured})))?;
         }
         writer.commit(true)?;
         if rotation.is_some() || unfinished.is_some() {
@@ -305,24 +457,17 @@ impl AuditLog {
     }
 
     /// Append a record and wait until it is as durable as `wait` says.
+    ///
+    /// A thin wrapper over [`append_fields`](Self::append_fields): the map is serialised
+    /// (and freed) on the caller's thread.
     pub async fn append(
         &self,
         kind: &str,
         fields: Map<String, Value>,
         wait: Wait,
     ) -> Result<Appended, AuditError> {
-        let (reply, answer) = flume::bounded(1);
-        let command = Command::Append {
-            kind: kind.to_string(),
-            fields,
-            wait,
-            reply: Some(reply),
-        };
-        self.tx
-            .send_async(command)
-            .await
-            .map_err(|_| AuditError::Closed)?;
-        answer.recv_async().await.map_err(|_| AuditError::Closed)?
+        let fields = Fields::from_map(&fields);
+        self.append_fields(kind.to_string(), fields, wait).await
     }
 
     /// `append`, for callers outside an async runtime.
@@ -332,22 +477,66 @@ impl AuditLog {
         fields: Map<String, Value>,
         wait: Wait,
     ) -> Result<Appended, AuditError> {
-        let (reply, answer) = flume::bounded(1);
-        let command = Command::Append {
-            kind: kind.to_string(),
-            fields,
-            wait,
-            reply: Some(reply),
-        };
-        self.tx.send(command).map_err(|_| AuditError::Closed)?;
-        answer.recv().map_err(|_| AuditError::Closed)?
+        let fields = Fields::from_map(&fields);
+        self.append_fields_blocking(kind.to_string(), fields, wait)
     }
 
     /// Queue a record without waiting for it (completion records: the response has left). A
     /// failure to write it is logged by the writer.
     pub async fn submit(&self, kind: &str, fields: Map<String, Value>) -> Result<(), AuditError> {
+        let fields = Fields::from_map(&fields);
+        self.submit_fields(kind.to_string(), fields).await
+    }
+
+    /// Append a record whose fields were serialised by the caller ([`Fields::from_serialize`]
+    /// of a `#[derive(Serialize)]` struct) and wait until it is as durable as `wait` says. The
+    /// fast path: the writer only adds the head, hashes the line and writes it.
+    pub async fn append_fields(
+        &self,
+        kind: impl Into<Cow<'static, str>>,
+        fields: Fields,
+        wait: Wait,
+    ) -> Result<Appended, AuditError> {
+        let (reply, answer) = Answer::pair();
         let command = Command::Append {
-            kind: kind.to_string(),
+            kind: kind.into(),
+            fields,
+            wait,
+            reply: Some(reply),
+        };
+        self.tx
+            .send_async(command)
+            .await
+            .map_err(|_| AuditError::Closed)?;
+        answer.await
+    }
+
+    /// `append_fields`, for callers outside an async runtime.
+    pub fn append_fields_blocking(
+        &self,
+        kind: impl Into<Cow<'static, str>>,
+        fields: Fields,
+        wait: Wait,
+    ) -> Result<Appended, AuditError> {
+        let (reply, answer) = Answer::pair();
+        let command = Command::Append {
+            kind: kind.into(),
+            fields,
+            wait,
+            reply: Some(reply),
+        };
+        self.tx.send(command).map_err(|_| AuditError::Closed)?;
+        answer.wait()
+    }
+
+    /// `submit` with fields serialised by the caller.
+    pub async fn submit_fields(
+        &self,
+        kind: impl Into<Cow<'static, str>>,
+        fields: Fields,
+    ) -> Result<(), AuditError> {
+        let command = Command::Append {
+            kind: kind.into(),
             fields,
             wait: Wait::Written,
             reply: None,
@@ -409,10 +598,11 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> AuditError + use<> {
     move |error| AuditError::Io { path, error }
 }
 
-fn obj(value: Value) -> Map<String, Value> {
+/// Fields of the writer's own records (rare: segments, recoveries, rotations).
+fn obj(value: Value) -> Fields {
     match value {
-        Value::Object(map) => map,
-        _ => Map::new(),
+        Value::Object(map) => Fields::from_map(&map),
+        _ => Fields::new(),
     }
 }
 
@@ -426,6 +616,13 @@ struct Writer {
     seq: u64,
     prev: Hash,
     frontier: Frontier,
+    /// Records known to be fdatasync'ed: every record below this `seq`. A checkpoint never
+    /// covers more (`checkpoint` syncs first if it would).
+    synced: u64,
+    /// The last commit failed: every commit fdatasyncs until one succeeds, so that a failed
+    /// fsync of acknowledged batched records keeps the log failing (and requests refused)
+    /// until the disk takes a sync again, instead of being forgotten by the next write.
+    recovering: bool,
     /// The live segment: its number, file (None until the next record opens one), the length
     /// committed, and when it was opened.
     segment: u64,
@@ -440,6 +637,8 @@ struct Writer {
     checkpoints: File,
     checkpointed: u64,
     checkpointed_at: Instant,
+    /// Since when the live segment has changes (writes, or a cut by a rollback) that are not
+    /// fdatasync'ed.
     unsynced_since: Option<Instant>,
     heartbeat_at: Instant,
     _lock: File,
@@ -466,6 +665,16 @@ impl Writer {
                 )
             }
         };
+        // The records found at start may still be only in the page cache (the last process
+        // crashed after a write, before its fdatasync): sync them before any checkpoint can
+        // cover them. A live segment is synced by the first commit; a closed last segment
+        // here.
+        if state.segment != 0 && file.is_none() {
+            let path = options.dir.join(segment::name(state.segment));
+            File::open(&path)
+                .and_then(|f| f.sync_data())
+                .map_err(io(&path))?;
+        }
         let age = state
             .segment_opened
             .and_then(|t| SystemTime::now().duration_since(t).ok())
@@ -477,11 +686,14 @@ impl Writer {
             epoch,
             seq: state.seq,
             prev: state.prev,
+            synced: if file.is_some() { 0 } else { state.seq },
+            recovering: false,
             staged_seq: state.seq,
             staged_prev: state.prev,
             staged_frontier: state.frontier.clone(),
             frontier: state.frontier,
             segment: state.segment,
+            unsynced_since: file.as_ref().map(|_| now),
             file,
             segment_len: state.segment_len,
             segment_opened: now.checked_sub(age).unwrap_or(now),
@@ -489,7 +701,6 @@ impl Writer {
             checkpoints,
             checkpointed: state.checkpointed.unwrap_or(0).min(state.seq),
             checkpointed_at: now,
-            unsynced_since: None,
             heartbeat_at: now,
             _lock: lock,
             options,
@@ -497,7 +708,7 @@ impl Writer {
     }
 
     /// Stage one record, opening a segment first if none is live. Nothing touches the disk.
-    fn stage(&mut self, kind: &str, fields: Map<String, Value>) -> Result<Appended, AuditError> {
+    fn stage(&mut self, kind: &str, fields: &Fields) -> Result<Appended, AuditError> {
         if self.file.is_none() {
             self.open_segment()?;
         }
@@ -516,7 +727,7 @@ impl Writer {
         let next = self.segment + 1;
         self.stage_raw(
             "segment.close",
-            obj(json!({"segment": self.segment, "next": next})),
+            &obj(json!({"segment": self.segment, "next": next})),
         );
         self.commit(true)?;
         self.checkpoint(true)?;
@@ -554,14 +765,14 @@ impl Writer {
         let key = self.options.key.verifier().to_string();
         self.stage_raw(
             "segment.open",
-            obj(json!({"segment": next, "frontier": frontier, "key": key})),
+            &obj(json!({"segment": next, "frontier": frontier, "key": key})),
         );
         Ok(())
     }
 
-    fn stage_raw(&mut self, kind: &str, fields: Map<String, Value>) -> Appended {
+    fn stage_raw(&mut self, kind: &str, fields: &Fields) -> Appended {
         let start = self.staged.len();
-        record::write_line(
+        record::write_fields_line(
             &mut self.staged,
             &Head {
                 log: &self.options.origin,
@@ -571,7 +782,7 @@ impl Writer {
                 prev: self.staged_prev,
                 kind,
             },
-            &fields,
+            fields,
         );
         let leaf = crate::merkle::leaf_hash(&self.staged[start..self.staged.len() - 1]);
         let appended = Appended {
@@ -597,7 +808,11 @@ impl Writer {
             let due = self
                 .unsynced_since
                 .is_some_and(|t| t.elapsed() >= self.batched_interval());
-            if sync || due { self.sync() } else { Ok(()) }
+            if sync || due || self.recovering {
+                self.sync()
+            } else {
+                Ok(())
+            }
         });
         match result {
             Ok(()) => {
@@ -605,13 +820,18 @@ impl Writer {
                 self.staged.clear();
                 self.seq = self.staged_seq;
                 self.prev = self.staged_prev;
-                self.frontier = self.staged_frontier.clone();
+                self.frontier.clone_from(&self.staged_frontier);
+                if self.unsynced_since.is_none() {
+                    self.synced = self.seq;
+                }
+                self.recovering = false;
                 self.shared.failing.store(false, Ordering::Relaxed);
                 self.shared.records.store(self.seq, Ordering::Relaxed);
                 Ok(())
             }
             Err(e) => {
                 self.rollback();
+                self.recovering = true;
                 self.shared.failing.store(true, Ordering::Relaxed);
                 tracing::error!(error = %e, "audit log write failed: records are refused until a write succeeds");
                 Err(e)
@@ -634,20 +854,19 @@ impl Writer {
         result.map_err(io(&path))
     }
 
+    /// fdatasync the live segment if it has unsynced changes. The caller moves `synced` on.
     fn sync(&mut self) -> Result<(), AuditError> {
-        let Some(file) = self.file.as_ref() else {
-            return Ok(());
-        };
         if self.unsynced_since.is_none() {
             return Ok(());
         }
-        let path = self.options.dir.join(segment::name(self.segment));
-        let result = if self.options.faults.sync.load(Ordering::Relaxed) {
-            Err(std::io::Error::from_raw_os_error(5)) // EIO
-        } else {
-            file.sync_data()
-        };
-        result.map_err(io(&path))?;
+        if let Some(file) = self.file.as_ref() {
+            let result = if self.options.faults.sync.load(Ordering::Relaxed) {
+                Err(std::io::Error::from_raw_os_error(5)) // EIO
+            } else {
+                file.sync_data()
+            };
+            result.map_err(io(&self.options.dir.join(segment::name(self.segment))))?;
+        }
         self.unsynced_since = None;
         Ok(())
     }
@@ -668,8 +887,13 @@ impl Writer {
         self.staged.clear();
         self.staged_seq = self.seq;
         self.staged_prev = self.prev;
-        self.staged_frontier = self.frontier.clone();
-        self.unsynced_since = None;
+        self.staged_frontier.clone_from(&self.frontier);
+        // The cut itself, and any records of earlier batches that were written but not yet
+        // synced, still need an fdatasync: `synced` stays where it was.
+        self.unsynced_since = match self.file {
+            Some(_) => Some(self.unsynced_since.unwrap_or_else(Instant::now)),
+            None => None,
+        };
     }
 
     fn batched_interval(&self) -> Duration {
@@ -679,19 +903,21 @@ impl Writer {
         }
     }
 
-    /// Sign a checkpoint over everything committed, if there is anything new (or `force`).
+    /// Sign a checkpoint over everything committed, if there is anything new (or `force`):
+    /// fdatasync the segment first if some of it is not yet (a checkpoint covers fdatasync'ed
+    /// records only), then write the line to `checkpoints.jsonl` and fdatasync it.
     fn checkpoint(&mut self, force: bool) -> Result<(), AuditError> {
         if self.seq == self.checkpointed && !force {
             return Ok(());
         }
-        self.sign_checkpoint(self.frontier.size(), self.frontier.root())
-    }
-
-    fn sign_checkpoint(&mut self, size: u64, root: Hash) -> Result<(), AuditError> {
+        if self.synced != self.seq {
+            self.sync()?;
+            self.synced = self.seq;
+        }
         let checkpoint = Checkpoint {
             origin: self.options.origin.clone(),
-            size,
-            root,
+            size: self.frontier.size(),
+            root: self.frontier.root(),
         };
         let mut keys = vec![&self.options.key];
         keys.extend(self.retiring.as_ref());
@@ -705,7 +931,7 @@ impl Writer {
         let path = self.options.dir.join(segment::CHECKPOINTS);
         self.checkpoints.write_all(&text).map_err(io(&path))?;
         self.checkpoints.sync_data().map_err(io(&path))?;
-        self.checkpointed = size;
+        self.checkpointed = checkpoint.size;
         self.checkpointed_at = Instant::now();
         Ok(())
     }
@@ -713,7 +939,9 @@ impl Writer {
     /// The thread's loop: take a batch, stage it, commit it, answer it; between batches, the
     /// timers (fsync of batched records, checkpoints, heartbeats).
     fn run(mut self, rx: flume::Receiver<Command>) {
+        // Reused across batches: the commands taken, and the answers owed after the commit.
         let mut batch: Vec<Command> = Vec::new();
+        let mut replies: Vec<(Reply, Result<Appended, AuditError>)> = Vec::new();
         loop {
             let timeout = self.next_deadline();
             match rx.recv_timeout(timeout) {
@@ -738,7 +966,6 @@ impl Writer {
             }
             let mut close = None;
             let mut sync = false;
-            let mut waiting = Vec::new();
             for command in batch.drain(..) {
                 match command {
                     Command::Append {
@@ -748,9 +975,9 @@ impl Writer {
                         reply,
                     } => {
                         sync |= wait == Wait::Synced;
-                        let appended = self.stage(&kind, fields);
+                        let appended = self.stage(&kind, &fields);
                         if let Some(reply) = reply {
-                            waiting.push((reply, appended));
+                            replies.push((reply, appended));
                         }
                     }
                     Command::Close { reply } => close = Some(reply),
@@ -758,26 +985,34 @@ impl Writer {
             }
             if self.heartbeat_at.elapsed() >= self.options.heartbeat {
                 self.heartbeat_at = Instant::now();
-                let _ = self.stage("heartbeat", Map::new());
+                let _ = self.stage("heartbeat", &Fields::new());
             }
+            // Every waiter of the batch is answered only now: after the write (and the
+            // fdatasync, if one of them asked for it), so that a failure of either fails them
+            // all and a rolled-back record is never acknowledged.
             let committed = self.commit(sync);
-            for (reply, appended) in waiting {
+            for (reply, appended) in replies.drain(..) {
                 let answer = match (&committed, appended) {
                     (Ok(()), Ok(a)) => Ok(a),
                     (Err(e), _) => Err(AuditError::Unavailable(e.to_string())),
                     (_, Err(e)) => Err(e),
                 };
-                let _ = reply.send(answer);
+                reply.send(answer);
             }
-            let due = self.seq - self.checkpointed >= self.options.checkpoint_records
-                || (self.seq > self.checkpointed
-                    && self.checkpointed_at.elapsed() >= self.options.checkpoint_interval);
-            if committed.is_ok() && due {
-                // A checkpoint covers synced records only.
-                if let Err(e) = self.sync().and_then(|()| self.checkpoint(false)) {
-                    self.shared.failing.store(true, Ordering::Relaxed);
-                    tracing::error!(error = %e, "audit checkpoint failed");
-                }
+            // Checkpoints: every `checkpoint_records` records, signed at the first sync point
+            // after (records are not fdatasync'ed just for a checkpoint: in batched mode that
+            // is within the batched interval), and at least every `checkpoint_interval` while
+            // records arrive (then syncing first if needed).
+            let pending = self.seq - self.checkpointed;
+            let by_count = pending >= self.options.checkpoint_records && self.synced == self.seq;
+            let by_time =
+                pending > 0 && self.checkpointed_at.elapsed() >= self.options.checkpoint_interval;
+            if committed.is_ok()
+                && (by_count || by_time)
+                && let Err(e) = self.checkpoint(false)
+            {
+                self.shared.failing.store(true, Ordering::Relaxed);
+                tracing::error!(error = %e, "audit checkpoint failed");
             }
             if let Some(reply) = close {
                 let _ = reply.send(self.shutdown());
@@ -807,5 +1042,160 @@ impl Writer {
     fn shutdown(&mut self) -> Result<(), AuditError> {
         self.commit(true)?;
         self.checkpoint(false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::note::SignedCheckpoint;
+    use std::task::Wake;
+
+    const ORIGIN: &str = "test.portcullis/writer";
+
+    /// The sizes of the checkpoints in `dir`, in order.
+    fn checkpoint_sizes(dir: &Path) -> Vec<u64> {
+        std::fs::read_to_string(dir.join(segment::CHECKPOINTS))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| {
+                let line: CheckpointLine = serde_json::from_str(l).expect("a checkpoint line");
+                SignedCheckpoint::parse(&line.note)
+                    .expect("a note")
+                    .checkpoint
+                    .size
+            })
+            .collect()
+    }
+
+    fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+        let started = Instant::now();
+        while !done() {
+            assert!(started.elapsed() < Duration::from_secs(10), "{what}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    fn event(i: u64) -> Fields {
+        Fields::from_serialize(&json!({ "i": i })).expect("fields")
+    }
+
+    #[test]
+    fn written_records_are_checkpointed_at_the_next_sync_point_only() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut options = Options::new(
+            dir.path().to_path_buf(),
+            ORIGIN.into(),
+            SigningKey::generate(ORIGIN).expect("key"),
+        );
+        options.durability = Durability::Batched {
+            interval: Duration::from_secs(3600),
+        };
+        options.checkpoint_records = 1;
+        options.checkpoint_interval = Duration::from_secs(3600);
+        let (log, _) = AuditLog::open(options).expect("open");
+        for i in 0..5 {
+            log.append_fields_blocking("test.event", event(i), Wait::Written)
+                .expect("append");
+        }
+        // Due by count since the first record, but nothing is fdatasync'ed yet.
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(checkpoint_sizes(dir.path()), Vec::<u64>::new());
+        let a = log
+            .append_fields_blocking("test.event", event(5), Wait::Synced)
+            .expect("append");
+        wait_for("a checkpoint at the sync point", || {
+            !checkpoint_sizes(dir.path()).is_empty()
+        });
+        assert_eq!(checkpoint_sizes(dir.path()), [a.seq + 1]);
+        log.close().expect("close");
+    }
+
+    #[test]
+    fn a_failed_fdatasync_keeps_checkpoints_off_the_records_it_left_unsynced() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut options = Options::new(
+            dir.path().to_path_buf(),
+            ORIGIN.into(),
+            SigningKey::generate(ORIGIN).expect("key"),
+        );
+        options.durability = Durability::Batched {
+            interval: Duration::from_secs(3600),
+        };
+        options.checkpoint_records = u64::MAX;
+        options.checkpoint_interval = Duration::from_millis(10);
+        let trusted = vec![options.key.verifier()];
+        let faults = options.faults.clone();
+        let (log, _) = AuditLog::open(options).expect("open");
+        let first = log
+            .append_fields_blocking("test.event", event(0), Wait::Synced)
+            .expect("append");
+        wait_for("the first checkpoint", || {
+            checkpoint_sizes(dir.path()).last() == Some(&(first.seq + 1))
+        });
+        faults.sync.store(true, Ordering::SeqCst);
+        let mut last = first;
+        for i in 1..4 {
+            last = log
+                .append_fields_blocking("test.event", event(i), Wait::Written)
+                .expect("written: no fdatasync asked");
+        }
+        // This batch's fdatasync fails: it is cut back, and the three written records before
+        // it are still not on stable storage.
+        let refused = log.append_fields_blocking("test.event", event(4), Wait::Synced);
+        assert!(
+            matches!(refused, Err(AuditError::Unavailable(_))),
+            "{refused:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(
+            checkpoint_sizes(dir.path()).last(),
+            Some(&(first.seq + 1)),
+            "no checkpoint over records whose fdatasync has not succeeded"
+        );
+        faults.sync.store(false, Ordering::SeqCst);
+        wait_for("a checkpoint over the written records", || {
+            checkpoint_sizes(dir.path()).last() == Some(&(last.seq + 1))
+        });
+        log.close().expect("close");
+        let report = crate::verify::verify(crate::verify::Options::new(dir.path(), trusted))
+            .expect("verify runs");
+        assert!(report.passed(), "{}", report.render_text());
+    }
+
+    struct Flag(AtomicBool);
+
+    impl Wake for Flag {
+        fn wake(self: Arc<Self>) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn an_answer_wakes_its_task_and_a_dropped_reply_answers_closed() {
+        let flag = Arc::new(Flag(AtomicBool::new(false)));
+        let waker = Waker::from(flag.clone());
+        let mut cx = Context::from_waker(&waker);
+        let (reply, mut answer) = Answer::pair();
+        assert!(Pin::new(&mut answer).poll(&mut cx).is_pending());
+        let appended = Appended {
+            seq: 3,
+            leaf: [7; 32],
+        };
+        reply.send(Ok(appended));
+        assert!(flag.0.load(Ordering::SeqCst), "woken");
+        assert!(matches!(
+            Pin::new(&mut answer).poll(&mut cx),
+            Poll::Ready(Ok(a)) if a == appended
+        ));
+
+        let (reply, answer) = Answer::pair();
+        let waiter = std::thread::spawn(move || answer.wait());
+        std::thread::sleep(Duration::from_millis(20));
+        drop(reply);
+        assert!(matches!(
+            waiter.join().expect("the waiter"),
+            Err(AuditError::Closed)
+        ));
     }
 }
