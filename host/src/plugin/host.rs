@@ -74,7 +74,9 @@ impl Lent {
 pub struct HostState {
     pub(crate) ctx: Arc<PluginContext>,
     pub(crate) table: ResourceTable,
-    wasi: WasiCtx,
+    /// Built on the guest's first WASI call: many hooks never make one, and building it
+    /// (clocks, random generators, stdio streams) is a measurable part of a fresh call.
+    wasi: Option<WasiCtx>,
     pub(crate) limiter: Limiter,
     logs_left: u32,
     logs_dropped: u32,
@@ -89,21 +91,10 @@ impl HostState {
     pub fn new(ctx: Arc<PluginContext>, memory_limit: usize) -> Self {
         let stdout = Capture::default();
         let stderr = Capture::default();
-        // An empty sandbox: no preopened directories, no environment, no arguments, no stdin,
-        // no sockets or name lookups. Clocks and random numbers are harmless and some language
-        // runtimes need them to start.
-        let wasi = WasiCtxBuilder::new()
-            .stdout(stdout.clone())
-            .stderr(stderr.clone())
-            .allow_tcp(false)
-            .allow_udp(false)
-            .allow_ip_name_lookup(false)
-            .socket_addr_check(|_, _| Box::pin(async { false }))
-            .build();
         HostState {
             ctx,
             table: ResourceTable::new(),
-            wasi,
+            wasi: None,
             limiter: Limiter::new(memory_limit),
             logs_left: LOG_LINES_PER_CALL,
             logs_dropped: 0,
@@ -161,11 +152,27 @@ impl HostState {
 
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
+        let (stdout, stderr) = (&self.stdout, &self.stderr);
+        let ctx = self.wasi.get_or_insert_with(|| empty_wasi(stdout, stderr));
         WasiCtxView {
-            ctx: &mut self.wasi,
+            ctx,
             table: &mut self.table,
         }
     }
+}
+
+/// An empty sandbox: no preopened directories, no environment, no arguments, no stdin, no
+/// sockets or name lookups; stdout and stderr captured for the plugin's log. Clocks and random
+/// numbers are harmless and some language runtimes need them to start.
+fn empty_wasi(stdout: &Capture, stderr: &Capture) -> WasiCtx {
+    WasiCtxBuilder::new()
+        .stdout(stdout.clone())
+        .stderr(stderr.clone())
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false)
+        .socket_addr_check(|_, _| Box::pin(async { false }))
+        .build()
 }
 
 /// The memory limiter of one store: wasmtime's `StoreLimits`, remembering whether the memory

@@ -5,9 +5,10 @@
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
+use wasmtime::component::{ComponentExportIndex, Instance, Resource, TypedFunc};
 use wasmtime::{Store, UpdateDeadline};
 
-use super::bindings::{Policy, PolicyPre};
+use super::bindings::PolicyPre;
 use super::contract::{self, Stage};
 use super::host::{HostState, PluginContext};
 use super::{
@@ -23,6 +24,9 @@ pub struct Plugin {
     ctx: Arc<PluginContext>,
     engine: PluginEngine,
     pre: PolicyPre<HostState>,
+    /// Where each hook is in the component, looked up once per version (`None` only if the
+    /// component lacks one, which `PolicyPre::new` already refused: every call then fails).
+    exports: Option<Exports>,
     /// Idle instances in `reuse` mode, with the calls each has served.
     idle: Mutex<Vec<Warm>>,
     /// When it was loaded.
@@ -31,8 +35,57 @@ pub struct Plugin {
 
 struct Warm {
     store: Store<HostState>,
-    policy: Policy,
+    instance: Instance,
     calls: u32,
+}
+
+/// The export index of each hook, found once per version (`PolicyPre::new` has already checked
+/// that every hook is there with the contract's signature), so a call looks up only the one
+/// function it calls.
+struct Exports {
+    describe: ComponentExportIndex,
+    configure: ComponentExportIndex,
+    on_request: ComponentExportIndex,
+    on_request_body: ComponentExportIndex,
+    on_response: ComponentExportIndex,
+    on_response_body: ComponentExportIndex,
+}
+
+impl Exports {
+    fn new(pre: &PolicyPre<HostState>) -> Option<Self> {
+        let component = pre.instance_pre().component();
+        let iface = component.get_export_index(None, contract::PLUGIN_EXPORT)?;
+        let func = |name: &str| component.get_export_index(Some(&iface), name);
+        Some(Exports {
+            describe: func("describe")?,
+            configure: func("configure")?,
+            on_request: func("on-request")?,
+            on_request_body: func("on-request-body")?,
+            on_response: func("on-response")?,
+            on_response_body: func("on-response-body")?,
+        })
+    }
+}
+
+type H = Resource<super::host::HeaderView>;
+type B = Resource<super::host::BodyView>;
+
+impl Warm {
+    /// The hook at `index` as a typed function of this instance: one export looked up and
+    /// type-checked against `Params`/`Results` (the signature `bindgen!` gives the hook), where
+    /// `PolicyPre::instantiate_async` looks up and type-checks all six on every instance.
+    fn hook<Params, Results>(
+        &mut self,
+        index: Option<&ComponentExportIndex>,
+    ) -> wasmtime::Result<TypedFunc<Params, Results>>
+    where
+        Params: wasmtime::component::ComponentNamedList + wasmtime::component::Lower,
+        Results: wasmtime::component::ComponentNamedList + wasmtime::component::Lift,
+    {
+        let index =
+            index.ok_or_else(|| wasmtime::format_err!("the plugin lacks a contract export"))?;
+        self.instance.get_typed_func(&mut self.store, index)
+    }
 }
 
 impl std::fmt::Debug for Plugin {
@@ -53,6 +106,7 @@ impl Plugin {
         engine: PluginEngine,
         pre: PolicyPre<HostState>,
     ) -> Self {
+        let exports = Exports::new(&pre);
         Plugin {
             id,
             descriptor,
@@ -60,6 +114,7 @@ impl Plugin {
             ctx,
             engine,
             pre,
+            exports,
             idle: Mutex::new(Vec::new()),
             loaded_at: std::time::SystemTime::now(),
         }
@@ -107,11 +162,11 @@ impl Plugin {
     pub(crate) async fn describe(&self) -> Result<Descriptor, PluginError> {
         let hook = Hook::Describe;
         let mut warm = self.acquire(hook).await?;
-        let result = warm
-            .policy
-            .portcullis_policy_plugin()
-            .call_describe(&mut warm.store)
-            .await;
+        let result = async {
+            let f = warm.hook::<(), (Descriptor,)>(self.exports.as_ref().map(|e| &e.describe))?;
+            Ok(f.call_async(&mut warm.store, ()).await?.0)
+        }
+        .await;
         self.release(hook, warm, result)
     }
 
@@ -119,11 +174,13 @@ impl Plugin {
     pub(crate) async fn configure(&self) -> Result<(), PluginError> {
         let hook = Hook::Configure;
         let mut warm = self.acquire(hook).await?;
-        let result = warm
-            .policy
-            .portcullis_policy_plugin()
-            .call_configure(&mut warm.store, &self.ctx.config)
-            .await;
+        let result = async {
+            let f = warm.hook::<(&str,), (Result<(), String>,)>(
+                self.exports.as_ref().map(|e| &e.configure),
+            )?;
+            Ok(f.call_async(&mut warm.store, (&self.ctx.config,)).await?.0)
+        }
+        .await;
         self.release(hook, warm, result)?
             .map_err(|reason| PluginError::Configure {
                 plugin: self.id.clone(),
@@ -141,11 +198,15 @@ impl Plugin {
         let mut warm = self.acquire(hook).await?;
         let result = async {
             let lent = warm.store.data_mut().lend(headers, None)?;
-            let verdict = warm
-                .policy
-                .portcullis_policy_plugin()
-                .call_on_request(&mut warm.store, req, lent.headers())
-                .await;
+            let verdict = async {
+                let f = warm.hook::<(&Request, H), (RequestVerdict,)>(
+                    self.exports.as_ref().map(|e| &e.on_request),
+                )?;
+                Ok(f.call_async(&mut warm.store, (req, lent.headers()))
+                    .await?
+                    .0)
+            }
+            .await;
             warm.store.data_mut().take_back(lent)?;
             verdict
         }
@@ -169,11 +230,14 @@ impl Plugin {
         let mut warm = self.acquire(hook).await?;
         let result = async {
             let lent = warm.store.data_mut().lend(headers, Some(body))?;
-            let verdict = warm
-                .policy
-                .portcullis_policy_plugin()
-                .call_on_request_body(&mut warm.store, req, lent.headers(), lent.body()?)
-                .await;
+            let verdict = async {
+                let f = warm.hook::<(&Request, H, B), (RequestVerdict,)>(
+                    self.exports.as_ref().map(|e| &e.on_request_body),
+                )?;
+                let args = (req, lent.headers(), lent.body()?);
+                Ok(f.call_async(&mut warm.store, args).await?.0)
+            }
+            .await;
             warm.store.data_mut().take_back(lent)?;
             verdict
         }
@@ -197,11 +261,14 @@ impl Plugin {
         let mut warm = self.acquire(hook).await?;
         let result = async {
             let lent = warm.store.data_mut().lend(headers, None)?;
-            let verdict = warm
-                .policy
-                .portcullis_policy_plugin()
-                .call_on_response(&mut warm.store, req, status, lent.headers())
-                .await;
+            let verdict = async {
+                let f = warm.hook::<(&Request, u16, H), (ResponseVerdict,)>(
+                    self.exports.as_ref().map(|e| &e.on_response),
+                )?;
+                let args = (req, status, lent.headers());
+                Ok(f.call_async(&mut warm.store, args).await?.0)
+            }
+            .await;
             warm.store.data_mut().take_back(lent)?;
             verdict
         }
@@ -231,11 +298,14 @@ impl Plugin {
         let mut warm = self.acquire(hook).await?;
         let result = async {
             let lent = warm.store.data_mut().lend(headers, Some(body))?;
-            let verdict = warm
-                .policy
-                .portcullis_policy_plugin()
-                .call_on_response_body(&mut warm.store, req, status, lent.headers(), lent.body()?)
-                .await;
+            let verdict = async {
+                let f = warm.hook::<(&Request, u16, H, B), (ResponseVerdict,)>(
+                    self.exports.as_ref().map(|e| &e.on_response_body),
+                )?;
+                let args = (req, status, lent.headers(), lent.body()?);
+                Ok(f.call_async(&mut warm.store, args).await?.0)
+            }
+            .await;
             warm.store.data_mut().take_back(lent)?;
             verdict
         }
@@ -318,10 +388,10 @@ impl Plugin {
         });
         store.data_mut().begin_call(self.settings.timeout);
         store.set_epoch_deadline(1);
-        match self.pre.instantiate_async(&mut store).await {
-            Ok(policy) => Ok(Warm {
+        match self.pre.instance_pre().instantiate_async(&mut store).await {
+            Ok(instance) => Ok(Warm {
                 store,
-                policy,
+                instance,
                 calls: 0,
             }),
             Err(e) => {
