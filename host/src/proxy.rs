@@ -88,7 +88,11 @@ where
     };
     let failure = outcome.as_ref().err().map(|e| {
         let kind = route.map_or(RouteKind::Generic, |r| r.kind);
-        (matches!(e, GatewayError::Auth(_)), e.code(kind), e.public_message())
+        (
+            matches!(e, GatewayError::Auth(_)),
+            e.code(kind),
+            e.public_message(),
+        )
     });
     let mut response = match outcome {
         Ok(response) => response,

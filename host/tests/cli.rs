@@ -106,7 +106,10 @@ fn verify_exits_0_on_a_good_log_1_on_an_edited_one_and_3_without_a_trust_file() 
 
     let json_out = verify(dir.path(), &["--format", "json"]);
     let report: Value = serde_json::from_slice(&json_out.stdout).unwrap();
-    assert_eq!(report["records"], 7, "segment.open, five events, the stop: {report}");
+    assert_eq!(
+        report["records"], 7,
+        "segment.open, five events, the stop: {report}"
+    );
 
     let missing = portcullis(&[
         "audit",
