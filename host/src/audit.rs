@@ -202,37 +202,11 @@ fn object(value: Value) -> Map<String, Value> {
     }
 }
 
-/// Query parameters whose values are credentials: never written to a record or a recording.
-const SECRET_PARAMETERS: [&str; 7] = [
-    "sig",
-    "signature",
-    "token",
-    "code",
-    "access_token",
-    "client_secret",
-    "x-ms-signature",
-];
-
-/// A path and query with the values of credential parameters replaced by `[REDACTED]`.
+/// A path and query with the values of credential parameters (SAS `sig`, tokens, keys…)
+/// replaced by `[REDACTED]`: the recordings' rule (`har::is_secret_query_param`), so the audit
+/// log and the recordings never disagree on what is a secret.
 pub fn redact_target(path_and_query: &str) -> String {
-    let Some((path, query)) = path_and_query.split_once('?') else {
-        return path_and_query.to_string();
-    };
-    let query: Vec<String> = query
-        .split('&')
-        .map(|pair| {
-            let name = pair.split_once('=').map_or(pair, |(n, _)| n);
-            if SECRET_PARAMETERS
-                .iter()
-                .any(|s| s.eq_ignore_ascii_case(name))
-            {
-                format!("{name}=[REDACTED]")
-            } else {
-                pair.to_string()
-            }
-        })
-        .collect();
-    format!("{path}?{}", query.join("&"))
+    portcullis_audit::har::redact_url(path_and_query)
 }
 
 /// What the audit log learns about one request as it goes down the path.
