@@ -519,4 +519,12 @@ plugins = {plugins}
         "{}",
         rejected.fields["error"]
     );
+    assert!(
+        rejected.fields["candidates"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("allow-all={digest}")),
+        "the rejection names every candidate file's sha256: {}",
+        rejected.fields["candidates"]
+    );
 }
