@@ -15,13 +15,14 @@ use http_body_util::BodyExt;
 pub use portcullis_audit::har::Entry;
 use portcullis_audit::har::{Recorder, RecorderOptions};
 use portcullis_audit::note::SigningKey;
+use portcullis_audit::record::Fields;
 use portcullis_audit::writer::{AuditError, AuditLog, Durability, Faults, Opened, Options, Wait};
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use crate::config::{AuditConfig, AuditDurability, Config, OnAuditFailure};
 use crate::error::GatewayError;
-use crate::plugin::{Principal, Step, StepResult};
+use crate::plugin::{Hook, Principal, Step, StepResult};
 use crate::proxy::{Body, BodyError};
 
 /// The open audit log, the session recorder, and the operator's failure policy. Outlives
@@ -149,9 +150,13 @@ impl Audit {
 
     /// Record a request's decision before anything is forwarded. When the log cannot take it,
     /// the request fails with 503 unless the operator chose `allow-and-alert`.
-    pub async fn decide(&self, trail: &mut Trail, kind: &str) -> Result<(), GatewayError> {
+    pub async fn decide(&self, trail: &mut Trail, kind: &'static str) -> Result<(), GatewayError> {
         let fields = trail.decision_fields();
-        match self.log.append(kind, fields, self.log.request_wait()).await {
+        match self
+            .log
+            .append_fields(kind, fields, self.log.request_wait())
+            .await
+        {
             Ok(appended) => {
                 trail.decision_seq = Some(appended.seq);
                 Ok(())
@@ -174,7 +179,7 @@ impl Audit {
     /// logged, it cannot change the answer.
     pub async fn complete(&self, trail: &Trail, end: End) {
         let fields = trail.completion_fields(&end);
-        if let Err(e) = self.log.submit("request.completion", fields).await {
+        if let Err(e) = self.log.submit_fields("request.completion", fields).await {
             tracing::error!(request_id = %trail.request_id, error = %e, "audit completion record lost");
         }
     }
@@ -286,96 +291,177 @@ impl Trail {
         }
     }
 
-    fn decision_fields(&self) -> Map<String, Value> {
-        let mut fields = Map::new();
-        fields.insert("request_id".into(), json!(self.request_id));
-        fields.insert("route".into(), json!(self.route));
-        fields.insert("operation".into(), json!(self.operation));
-        fields.insert("method".into(), json!(self.method));
-        fields.insert("target".into(), json!(self.target));
-        fields.insert(
-            "source".into(),
-            json!({"addr": self.source.0.to_string(), "tls": self.source.1}),
-        );
-        fields.insert(
-            "principal".into(),
-            self.principal.as_ref().map_or(Value::Null, |p| {
-                json!({
-                    "iss": p.issuer, "sub": p.subject, "tenant": p.tenant,
-                    "app_id": p.app_id, "roles": p.roles,
-                })
+    fn decision_fields(&self) -> Fields {
+        let record = DecisionRecord {
+            request_id: &self.request_id,
+            route: self.route.as_deref(),
+            operation: self.operation.as_deref(),
+            method: &self.method,
+            target: &self.target,
+            source: SourceRecord {
+                addr: self.source.0,
+                tls: self.source.1,
+            },
+            principal: self.principal.as_ref().map(|p| PrincipalRecord {
+                iss: &p.issuer,
+                sub: &p.subject,
+                tenant: p.tenant.as_deref(),
+                app_id: p.app_id.as_deref(),
+                roles: &p.roles,
             }),
-        );
-        fields.insert(
-            "plugins".into(),
-            Value::Array(
-                self.steps
-                    .iter()
-                    .map(|s| {
-                        let (verdict, failed_open) = match &s.result {
-                            StepResult::Verdict(v) => (*v, None),
-                            StepResult::FailedOpen(e) => ("failed-open", Some(e.clone())),
-                        };
-                        json!({
-                            "name": s.plugin.name, "version": s.plugin.version,
-                            "sha256": s.plugin.sha256, "hook": format!("{:?}", s.hook),
-                            "verdict": verdict, "error": failed_open,
-                        })
-                    })
-                    .collect(),
-            ),
-        );
-        fields.insert("decision".into(), json!(self.decision));
-        for (key, value) in [
-            ("by", &self.by),
-            ("code", &self.code),
-            ("reason", &self.reason),
-        ] {
-            if let Some(v) = value {
-                fields.insert(key.into(), json!(v));
-            }
-        }
-        fields
+            plugins: self
+                .steps
+                .iter()
+                .map(|s| {
+                    let (verdict, error) = match &s.result {
+                        StepResult::Verdict(v) => (*v, None),
+                        StepResult::FailedOpen(e) => ("failed-open", Some(e.as_str())),
+                    };
+                    StepRecord {
+                        name: &s.plugin.name,
+                        version: &s.plugin.version,
+                        sha256: &s.plugin.sha256,
+                        hook: s.hook,
+                        verdict,
+                        error,
+                    }
+                })
+                .collect(),
+            decision: self.decision,
+            by: self.by.as_deref(),
+            code: self.code.as_deref(),
+            reason: self.reason.as_deref(),
+        };
+        fields(&record)
     }
 
-    fn completion_fields(&self, end: &End) -> Map<String, Value> {
-        let mut fields = Map::new();
-        fields.insert("request_id".into(), json!(self.request_id));
-        fields.insert("decision_seq".into(), json!(self.decision_seq));
-        fields.insert("status".into(), json!(end.status));
-        fields.insert("outcome".into(), json!(end.outcome));
-        fields.insert(
-            "latency_us".into(),
-            json!(u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX)),
-        );
-        if let Some((status, id)) = &self.upstream {
-            fields.insert(
-                "upstream".into(),
-                json!({"status": status, "request_id": id}),
-            );
-        }
-        if !self.findings.is_empty() {
-            fields.insert("findings".into(), Value::Array(self.findings.clone()));
-        }
-        if let Some((bytes, sha)) = &end.response_body {
-            fields.insert(
-                "bodies".into(),
-                json!({"response_bytes": bytes, "response_sha256": hex::encode(sha)}),
-            );
-        }
-        if let Some((session, seq, hash)) = &end.recording {
-            fields.insert(
-                "recording".into(),
-                json!({"session": session, "seq": seq, "hash": portcullis_audit::record::encode_hash(hash)}),
-            );
-        }
-        if let Some(code) = &self.code
-            && end.outcome != "ok"
-        {
-            fields.insert("error".into(), json!(code));
-        }
-        fields
+    fn completion_fields(&self, end: &End) -> Fields {
+        let record = CompletionRecord {
+            request_id: &self.request_id,
+            decision_seq: self.decision_seq,
+            status: end.status,
+            outcome: end.outcome,
+            latency_us: u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            upstream: self
+                .upstream
+                .as_ref()
+                .map(|(status, request_id)| UpstreamRecord {
+                    status: *status,
+                    request_id: request_id.as_deref(),
+                }),
+            findings: &self.findings,
+            bodies: end.response_body.map(|(bytes, sha)| BodiesRecord {
+                response_bytes: bytes,
+                response_sha256: hex::encode(sha),
+            }),
+            recording: end
+                .recording
+                .as_ref()
+                .map(|(session, seq, hash)| RecordingRecord {
+                    session,
+                    seq: *seq,
+                    hash: portcullis_audit::record::encode_hash(hash),
+                }),
+            error: self.code.as_deref().filter(|_| end.outcome != "ok"),
+        };
+        fields(&record)
     }
+}
+
+/// A record's fields, serialised on the request task (the writer thread only frames them).
+fn fields(record: &impl serde::Serialize) -> Fields {
+    // Plain structs of strings and numbers always serialise.
+    Fields::from_serialize(record).unwrap_or_default()
+}
+
+/// `request.decision` and `auth.failed`: what was asked, by whom, and what was decided.
+#[derive(serde::Serialize)]
+struct DecisionRecord<'a> {
+    request_id: &'a str,
+    route: Option<&'a str>,
+    operation: Option<&'a str>,
+    method: &'a str,
+    target: &'a str,
+    source: SourceRecord,
+    principal: Option<PrincipalRecord<'a>>,
+    plugins: Vec<StepRecord<'a>>,
+    decision: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    by: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    code: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'a str>,
+}
+
+#[derive(serde::Serialize)]
+struct SourceRecord {
+    addr: SocketAddr,
+    tls: bool,
+}
+
+/// The caller, by identity only: never a token.
+#[derive(serde::Serialize)]
+struct PrincipalRecord<'a> {
+    iss: &'a str,
+    sub: &'a str,
+    tenant: Option<&'a str>,
+    app_id: Option<&'a str>,
+    roles: &'a [String],
+}
+
+#[derive(serde::Serialize)]
+struct StepRecord<'a> {
+    name: &'a str,
+    version: &'a str,
+    sha256: &'a str,
+    #[serde(serialize_with = "hook_name")]
+    hook: Hook,
+    verdict: &'a str,
+    error: Option<&'a str>,
+}
+
+fn hook_name<S: serde::Serializer>(hook: &Hook, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&format_args!("{hook:?}"))
+}
+
+/// `request.completion`: how the request ended.
+#[derive(serde::Serialize)]
+struct CompletionRecord<'a> {
+    request_id: &'a str,
+    decision_seq: Option<u64>,
+    status: u16,
+    outcome: &'a str,
+    latency_us: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    upstream: Option<UpstreamRecord<'a>>,
+    #[serde(skip_serializing_if = "<[Value]>::is_empty")]
+    findings: &'a [Value],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bodies: Option<BodiesRecord>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    recording: Option<RecordingRecord<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a str>,
+}
+
+#[derive(serde::Serialize)]
+struct UpstreamRecord<'a> {
+    status: u16,
+    request_id: Option<&'a str>,
+}
+
+#[derive(serde::Serialize)]
+struct BodiesRecord {
+    response_bytes: u64,
+    response_sha256: String,
+}
+
+#[derive(serde::Serialize)]
+struct RecordingRecord<'a> {
+    session: &'a str,
+    seq: u64,
+    hash: String,
 }
 
 /// Headers as (name, value) pairs for a recording (values that are not text are skipped).
