@@ -208,7 +208,9 @@ impl Live {
                 Outcome::Rejected => {
                     let record = serde_json::json!({
                         "trigger": trigger, "error": attempt.error,
-                        "generation": attempt.generation, "candidates": self.candidate_digests(),
+                        "generation": attempt.generation,
+                        "config_sha256": self.source.as_deref().and_then(file_sha256),
+                        "candidates": self.candidate_digests(),
                     });
                     audit.event("config.rejected", record).await
                 }
@@ -308,12 +310,7 @@ enum Candidate {
 /// The `config.loaded` audit record of a gateway: generation, the configuration file's
 /// SHA-256, and every plugin loaded with its SHA-256.
 pub fn loaded_record(gateway: &Gateway, trigger: &str) -> serde_json::Value {
-    let config_sha256 = gateway
-        .config
-        .source
-        .as_deref()
-        .and_then(|p| std::fs::read(p).ok())
-        .map(|bytes| hex::encode(sha2::Sha256::digest(&bytes)));
+    let config_sha256 = gateway.config.source.as_deref().and_then(file_sha256);
     let plugins: Vec<serde_json::Value> = gateway
         .plugins
         .plugins()
@@ -330,6 +327,13 @@ pub fn loaded_record(gateway: &Gateway, trigger: &str) -> serde_json::Value {
         "config_sha256": config_sha256,
         "plugins": plugins,
     })
+}
+
+/// The hex SHA-256 of a file's bytes, if it can be read.
+fn file_sha256(path: &std::path::Path) -> Option<String> {
+    std::fs::read(path)
+        .ok()
+        .map(|bytes| hex::encode(sha2::Sha256::digest(&bytes)))
 }
 
 /// `name@version sha256:… ` of every plugin of a gateway, for the log.

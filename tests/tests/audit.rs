@@ -487,12 +487,20 @@ plugins = {plugins}
     })
     .await;
     let path = gw.dir.path().join("portcullis.toml");
-    std::fs::write(&path, config_file_text(&policy(r#"["allow-all"]"#))).unwrap();
+    let applied_text = config_file_text(&policy(r#"["allow-all"]"#));
+    std::fs::write(&path, &applied_text).unwrap();
     let applied = gw.running.live().reload("test-applied").await;
     assert!(applied.error.is_none(), "{applied:?}");
-    std::fs::write(&path, config_file_text(&policy(r#"["missing"]"#))).unwrap();
+    // A broken configuration, then a corrupt plugin under a valid one: both rejected.
+    let broken_text = config_file_text(&policy(r#"["missing"]"#));
+    std::fs::write(&path, &broken_text).unwrap();
     let rejected = gw.running.live().reload("test-rejected").await;
     assert!(rejected.error.is_some());
+    std::fs::write(&path, &applied_text).unwrap();
+    let garbage = b"\0asm not really a component".to_vec();
+    std::fs::write(gw.dir.path().join("plugins/allow-all.wasm"), &garbage).unwrap();
+    let corrupt = gw.running.live().reload("test-corrupt").await;
+    assert!(corrupt.error.is_some());
     let all = records(&gw.dir.path().join("audit"));
     let loaded = all
         .iter()
@@ -502,7 +510,6 @@ plugins = {plugins}
         std::fs::read(portcullis_tests::plugin("allow-all")).unwrap(),
     ));
     assert_eq!(loaded.fields["plugins"][0]["sha256"], digest.as_str());
-    let applied_text = config_file_text(&policy(r#"["allow-all"]"#));
     assert_eq!(
         loaded.fields["config_sha256"],
         hex::encode(sha2::Sha256::digest(applied_text.as_bytes())).as_str()
@@ -519,12 +526,21 @@ plugins = {plugins}
         "{}",
         rejected.fields["error"]
     );
+    assert_eq!(
+        rejected.fields["config_sha256"],
+        hex::encode(sha2::Sha256::digest(broken_text.as_bytes())).as_str(),
+        "the rejected configuration file's sha256"
+    );
+    let corrupt = all
+        .iter()
+        .find(|r| r.kind == "config.rejected" && r.fields["trigger"] == "test-corrupt")
+        .unwrap();
+    let candidates = corrupt.fields["candidates"].as_str().unwrap();
     assert!(
-        rejected.fields["candidates"]
-            .as_str()
-            .unwrap()
-            .contains(&format!("allow-all={digest}")),
-        "the rejection names every candidate file's sha256: {}",
-        rejected.fields["candidates"]
+        candidates.contains(&format!(
+            "allow-all={}",
+            hex::encode(sha2::Sha256::digest(&garbage))
+        )),
+        "the rejection names the corrupt file's sha256: {candidates}"
     );
 }
