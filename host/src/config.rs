@@ -44,6 +44,9 @@ pub struct Config {
     /// Session recordings (HAR). Unset: none.
     #[serde(default)]
     pub sessions: Option<SessionsConfig>,
+    /// Just-in-time approvals. Unset: a request a plugin holds for approval is refused (403).
+    #[serde(default)]
+    pub approvals: Option<ApprovalsConfig>,
     /// The file this configuration was read from (set by `load`; none when parsed from text).
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -179,6 +182,111 @@ fn default_blob_threshold() -> ByteSize {
 
 fn default_recorded_body() -> ByteSize {
     ByteSize::mib(16)
+}
+
+/// `[approvals]`: requests a plugin holds for a human's approval.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalsConfig {
+    /// The SQLite file of approval requests and grants, relative to the configuration file.
+    pub store: PathBuf,
+    /// The `[[identity_provider]]` whose tokens approvers present to the admin API.
+    pub identity_provider: String,
+    /// How long a request waits for a decision before it expires.
+    #[serde(default = "default_request_ttl", with = "humantime_serde")]
+    pub request_ttl: Duration,
+    /// How long an approval lets the identical request through (once).
+    #[serde(default = "default_grant_ttl", with = "humantime_serde")]
+    pub grant_ttl: Duration,
+    /// The longest window an approver may grant a scope for.
+    #[serde(default = "default_max_scope", with = "humantime_serde")]
+    pub max_scope: Duration,
+    /// `Retry-After` of the answer to a request whose hold budget ran out.
+    #[serde(default = "default_retry_after", with = "humantime_serde")]
+    pub retry_after: Duration,
+    /// The admin listener's address as approvers reach it, for links in notifications;
+    /// unset: `http://` + `server.admin_listen`.
+    #[serde(default)]
+    pub public_url: Option<String>,
+    /// Where new requests are announced, `[[approvals.webhook]]` tables.
+    #[serde(default, rename = "webhook")]
+    pub webhooks: Vec<WebhookConfig>,
+}
+
+fn default_request_ttl() -> Duration {
+    Duration::from_secs(3600)
+}
+
+fn default_grant_ttl() -> Duration {
+    Duration::from_secs(900)
+}
+
+fn default_max_scope() -> Duration {
+    Duration::from_secs(8 * 3600)
+}
+
+fn default_retry_after() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// `[[approvals.webhook]]`: where approval requests are announced.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// Names the webhook in logs, the audit log and the store.
+    pub name: String,
+    /// `https://…` (or `http://…` for a receiver on loopback).
+    pub url: String,
+    /// Payload shape: `json` (default), `slack` or `teams`.
+    #[serde(default)]
+    pub format: WebhookFormat,
+    /// Only requests on these routes; empty: every route.
+    #[serde(default)]
+    pub routes: Vec<String>,
+    /// Only requests any of these approver groups may approve; empty: all.
+    #[serde(default)]
+    pub approver_groups: Vec<String>,
+    /// Deliveries tried before giving up (first try included).
+    #[serde(default = "default_attempts")]
+    pub max_attempts: u32,
+    /// Wait before the first retry; doubles each retry, at most 1 minute.
+    #[serde(default = "default_backoff", with = "humantime_serde")]
+    pub backoff: Duration,
+    /// Deadline of one delivery attempt.
+    #[serde(default = "default_webhook_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// PEM CA bundle for an https receiver instead of the system roots.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// File holding a shared secret: each delivery carries
+    /// `X-Portcullis-Signature: sha256=<hex HMAC-SHA256 of the body>`.
+    #[serde(default)]
+    pub secret_file: Option<PathBuf>,
+}
+
+/// `approvals.webhook.format`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WebhookFormat {
+    /// `{"type": "approval.requested", "approval": {…}}`.
+    #[default]
+    Json,
+    /// A Slack incoming-webhook message.
+    Slack,
+    /// A Microsoft Teams message with an Adaptive Card.
+    Teams,
+}
+
+fn default_attempts() -> u32 {
+    5
+}
+
+fn default_backoff() -> Duration {
+    Duration::from_secs(1)
+}
+
+fn default_webhook_timeout() -> Duration {
+    Duration::from_secs(10)
 }
 
 /// `[masking]`: settings of the host's mask executor.
@@ -339,6 +447,14 @@ pub struct RouteConfig {
     /// decides; no rule matches: 403.
     #[serde(default)]
     pub access: Vec<AccessConfig>,
+    /// The longest the gateway holds a request waiting for a human's approval (a plugin's
+    /// budget is capped by it); then the client gets the approval id to retry with.
+    #[serde(default = "default_approval_hold", with = "humantime_serde")]
+    pub approval_hold: Duration,
+}
+
+fn default_approval_hold() -> Duration {
+    Duration::from_secs(60)
 }
 
 /// `authentication = "required" | "none"`.
@@ -780,10 +896,98 @@ impl Config {
         if let Some(audit) = &self.audit {
             self.validate_audit(audit, &mut problem);
         }
+        if let Some(approvals) = &self.approvals {
+            self.validate_approvals(approvals, &mut problem);
+        }
         self.validate_server(&mut problem);
         self.validate_identity_providers(&mut problem);
         self.validate_routes(&mut problem);
         problems
+    }
+
+    fn validate_approvals(
+        &self,
+        approvals: &ApprovalsConfig,
+        problem: &mut impl FnMut(String, String),
+    ) {
+        if self.server.admin_listen.is_none() {
+            problem(
+                "approvals".into(),
+                "needs server.admin_listen: approvers decide through the admin listener".into(),
+            );
+        }
+        if !self
+            .identity_providers
+            .iter()
+            .any(|p| p.name == approvals.identity_provider)
+        {
+            problem(
+                "approvals.identity_provider".into(),
+                format!(
+                    "no [[identity_provider]] is named {:?}",
+                    approvals.identity_provider
+                ),
+            );
+        }
+        for (key, value) in [
+            ("request_ttl", approvals.request_ttl),
+            ("grant_ttl", approvals.grant_ttl),
+            ("max_scope", approvals.max_scope),
+        ] {
+            if value.is_zero() {
+                problem(format!("approvals.{key}"), "must be above 0".into());
+            }
+        }
+        if let Some(url) = &approvals.public_url
+            && let Err(reason) = check_url(url, false)
+        {
+            problem("approvals.public_url".into(), reason);
+        }
+        let mut names = HashSet::new();
+        for (i, hook) in approvals.webhooks.iter().enumerate() {
+            let key = |field: &str| format!("approvals.webhook[{i}].{field}");
+            if hook.name.is_empty() || !names.insert(hook.name.as_str()) {
+                problem(
+                    key("name"),
+                    format!("{:?} is empty or used twice", hook.name),
+                );
+            }
+            // A webhook URL is a credential (Slack, Teams): never echoed.
+            if check_url(&hook.url, true).is_err() {
+                problem(
+                    key("url"),
+                    "must be an http(s) URL with a host, without user information or fragment"
+                        .into(),
+                );
+            }
+            if hook.max_attempts == 0 {
+                problem(key("max_attempts"), "must be at least 1".into());
+            }
+            if hook.timeout.is_zero() {
+                problem(key("timeout"), "must be above 0".into());
+            }
+            for (field, file) in [
+                ("ca_file", &hook.ca_file),
+                ("secret_file", &hook.secret_file),
+            ] {
+                if let Some(file) = file
+                    && !self.path(file).is_file()
+                {
+                    problem(
+                        key(field),
+                        format!("{} does not exist", self.path(file).display()),
+                    );
+                }
+            }
+            for (j, route) in hook.routes.iter().enumerate() {
+                if !self.routes.iter().any(|r| &r.name == route) {
+                    problem(
+                        format!("approvals.webhook[{i}].routes[{j}]"),
+                        format!("no [[route]] is named {route:?}"),
+                    );
+                }
+            }
+        }
     }
 
     fn validate_audit(&self, audit: &AuditConfig, problem: &mut impl FnMut(String, String)) {
