@@ -235,7 +235,7 @@ pub struct Trail {
     pub principal: Option<Principal>,
     /// The plugins' steps.
     pub steps: Vec<Step>,
-    /// `allow`, `deny`, `approval-required` or `error`.
+    /// `allow`, `deny`, `approval-required`, `approved` or `error`.
     pub decision: &'static str,
     /// The plugin that denied or asked for approval.
     pub by: Option<String>,
@@ -243,6 +243,8 @@ pub struct Trail {
     pub code: Option<String>,
     /// The deny's reason (the plugin's public text).
     pub reason: Option<String>,
+    /// The approval request the decision rests on, when a plugin asked for one.
+    pub approval: Option<String>,
     /// The decision record's seq, once written.
     pub decision_seq: Option<u64>,
     /// The upstream's status and request id.
@@ -284,6 +286,7 @@ impl Trail {
             by: None,
             code: None,
             reason: None,
+            approval: None,
             decision_seq: None,
             upstream: None,
             findings: Vec::new(),
@@ -331,6 +334,7 @@ impl Trail {
             by: self.by.as_deref(),
             code: self.code.as_deref(),
             reason: self.reason.as_deref(),
+            approval: self.approval.as_deref(),
         };
         fields(&record)
     }
@@ -392,6 +396,8 @@ struct DecisionRecord<'a> {
     code: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    approval: Option<&'a str>,
 }
 
 #[derive(serde::Serialize)]

@@ -1,5 +1,6 @@
-//! The command line: `serve`, `check`, `plugins`, `keygen`, `audit verify | export` and
-//! `sessions list | export`, the admin API client `plugins` uses, and the offline commands an
+//! The command line: `serve`, `check`, `plugins`, `keygen`, `audit verify | export`,
+//! `sessions list | export` and `approvals list | show | approve | deny`, the admin API client
+//! `plugins` and `approvals` use, and the offline commands an
 //! auditor runs (each returns its exit code).
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -62,6 +63,57 @@ pub enum Command {
         /// What to do.
         #[command(subcommand)]
         action: SessionsAction,
+    },
+    /// Approval requests of a running gateway, through its admin listener, as an approver.
+    Approvals {
+        /// What to do.
+        #[command(subcommand)]
+        action: ApprovalsAction,
+        /// The gateway's admin listener (`server.admin_listen`).
+        #[arg(long, global = true, default_value = "127.0.0.1:9090")]
+        admin: SocketAddr,
+        /// A file holding the approver's access token (from `approvals.identity_provider`);
+        /// unset: the environment variable `PORTCULLIS_TOKEN`.
+        #[arg(long, global = true)]
+        token_file: Option<PathBuf>,
+    },
+}
+
+/// `portcullis approvals …`.
+#[derive(Debug, Subcommand)]
+pub enum ApprovalsAction {
+    /// Requests waiting for a decision (or of another status).
+    List {
+        /// `pending`, `approved`, `denied`, `expired` or `all`.
+        #[arg(long, default_value = "pending")]
+        status: String,
+    },
+    /// One request: what was asked, by whom, its decision, grants and notifications (JSON).
+    Show {
+        /// The approval id (`apr-…`).
+        id: String,
+    },
+    /// Approve a request: the identical request passes once within the grant's lifetime.
+    Approve {
+        /// The approval id.
+        id: String,
+        /// Why (recorded in the audit log).
+        #[arg(long, default_value = "")]
+        reason: String,
+        /// Also let the requester run operations matching this pattern on the route…
+        #[arg(long, requires = "scope_window")]
+        scope_operation: Option<String>,
+        /// …for this long (e.g. `30m`).
+        #[arg(long, requires = "scope_operation")]
+        scope_window: Option<String>,
+    },
+    /// Deny a request: the held request gets 403 with the reason.
+    Deny {
+        /// The approval id.
+        id: String,
+        /// Why (the requester sees it; recorded in the audit log).
+        #[arg(long)]
+        reason: String,
     },
 }
 
@@ -339,14 +391,33 @@ pub async fn admin_request(
     method: http::Method,
     path: &str,
 ) -> Result<(u16, String), String> {
-    use http_body_util::{BodyExt, Empty};
+    admin_call(admin, method, path, None, None).await
+}
+
+/// A call to the admin listener with a bearer token and a JSON body; the status and the body.
+/// The token goes in the header only: never in an error or the output.
+pub async fn admin_call(
+    admin: SocketAddr,
+    method: http::Method,
+    path: &str,
+    token: Option<&str>,
+    body: Option<String>,
+) -> Result<(u16, String), String> {
+    use http_body_util::{BodyExt, Full};
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http::<Empty<bytes::Bytes>>();
-    let request = http::Request::builder()
+        .build_http::<Full<bytes::Bytes>>();
+    let mut request = http::Request::builder()
         .method(method)
-        .uri(format!("http://{admin}{path}"))
-        .body(Empty::new())
-        .map_err(|e| e.to_string())?;
+        .uri(format!("http://{admin}{path}"));
+    if let Some(token) = token {
+        request = request.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    if body.is_some() {
+        request = request.header(http::header::CONTENT_TYPE, "application/json");
+    }
+    let request = request
+        .body(Full::new(bytes::Bytes::from(body.unwrap_or_default())))
+        .map_err(|_| "the request could not be built (is the token one line?)".to_string())?;
     let response =
         tokio::time::timeout(std::time::Duration::from_secs(120), client.request(request))
             .await
@@ -391,6 +462,120 @@ pub fn render_plugins(status: &serde_json::Value) -> String {
                 .as_str()
                 .map(|e| format!(": {e}"))
                 .unwrap_or_default()
+        ));
+    }
+    out
+}
+
+/// `portcullis approvals …` against a running gateway's admin listener: exit 0 done, 1 refused
+/// by the gateway, 2 unreachable or unusable input.
+pub async fn approvals(
+    action: ApprovalsAction,
+    admin: SocketAddr,
+    token_file: Option<&Path>,
+) -> u8 {
+    let token = match token_file {
+        Some(file) => crate::credential::read_secret(file)
+            .map_err(|e| e.to_string())
+            .and_then(|t| {
+                String::from_utf8(t).map_err(|_| format!("{}: not UTF-8", file.display()))
+            }),
+        None => std::env::var("PORTCULLIS_TOKEN")
+            .map_err(|_| "no token: pass --token-file or set PORTCULLIS_TOKEN".to_string()),
+    };
+    let token = match token {
+        Ok(t) => t.trim().to_string(),
+        Err(e) => {
+            eprintln!("portcullis: {e}");
+            return 2;
+        }
+    };
+    const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'.');
+    let encode = |s: &str| percent_encoding::utf8_percent_encode(s, SEGMENT).to_string();
+    let (method, path, body) = match &action {
+        ApprovalsAction::List { status } => (
+            http::Method::GET,
+            format!("/api/approvals?status={}", encode(status)),
+            None,
+        ),
+        ApprovalsAction::Show { id } => (
+            http::Method::GET,
+            format!("/api/approvals/{}", encode(id)),
+            None,
+        ),
+        ApprovalsAction::Approve {
+            id,
+            reason,
+            scope_operation,
+            scope_window,
+        } => {
+            let mut verdict = serde_json::json!({"reason": reason});
+            if let (Some(operation), Some(window)) = (scope_operation, scope_window) {
+                verdict["scope"] = serde_json::json!({"operation": operation, "window": window});
+            }
+            (
+                http::Method::POST,
+                format!("/api/approvals/{}/approve", encode(id)),
+                Some(verdict.to_string()),
+            )
+        }
+        ApprovalsAction::Deny { id, reason } => (
+            http::Method::POST,
+            format!("/api/approvals/{}/deny", encode(id)),
+            Some(serde_json::json!({"reason": reason}).to_string()),
+        ),
+    };
+    match admin_call(admin, method, &path, Some(&token), body).await {
+        Ok((200, body)) => {
+            let value: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            match action {
+                ApprovalsAction::List { .. } => print!("{}", render_approvals(&value)),
+                ApprovalsAction::Show { .. } => println!("{value:#}"),
+                ApprovalsAction::Approve { id, .. } => println!("approved {id}"),
+                ApprovalsAction::Deny { id, .. } => println!("denied {id}"),
+            }
+            0
+        }
+        Ok((status, body)) => {
+            let value: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            let message = value["error"]["message"].as_str().unwrap_or(body.trim());
+            let code = value["error"]["code"].as_str().unwrap_or("");
+            eprintln!("portcullis: the gateway answered {status} {code}: {message}");
+            1
+        }
+        Err(e) => {
+            eprintln!("portcullis: {e}");
+            2
+        }
+    }
+}
+
+/// `portcullis approvals list` as text: one line per request.
+pub fn render_approvals(list: &serde_json::Value) -> String {
+    let requests = list["approvals"].as_array().cloned().unwrap_or_default();
+    if requests.is_empty() {
+        return "no approval requests\n".into();
+    }
+    let mut out = String::new();
+    for r in requests {
+        let text = |v: &serde_json::Value| v.as_str().unwrap_or("?").to_string();
+        out.push_str(&format!(
+            "{}  {:<8} {} {}  route={} operation={} by={} groups={}  {}\n",
+            text(&r["id"]),
+            text(&r["status"]),
+            text(&r["request"]["method"]),
+            text(&r["request"]["url"]),
+            text(&r["route"]),
+            text(&r["operation"]),
+            text(&r["requester"]["subject"]),
+            r["approver_groups"]
+                .as_array()
+                .map(|g| g.iter().map(text).collect::<Vec<_>>().join(","))
+                .unwrap_or_default(),
+            text(&r["summary"]).chars().take(120).collect::<String>(),
         ));
     }
     out

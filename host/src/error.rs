@@ -59,6 +59,9 @@ pub enum GatewayError {
     /// refuse requests then (`audit.on_failure = "deny"`).
     #[error("the audit log cannot be written: {0}")]
     AuditUnavailable(String),
+    /// The approval store cannot be read or written: a request that needs approval is refused.
+    #[error("approvals: {0}")]
+    ApprovalsUnavailable(String),
     /// The upstream did not answer in time (connect or response head).
     #[error("upstream did not answer within {0:?}")]
     UpstreamTimeout(std::time::Duration),
@@ -97,7 +100,9 @@ impl GatewayError {
             | GatewayError::Mask(_)
             | GatewayError::Codec(_) => StatusCode::BAD_GATEWAY,
             GatewayError::Plugin(PluginError::BodyTooLarge { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
-            GatewayError::AuditUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            GatewayError::AuditUnavailable(_) | GatewayError::ApprovalsUnavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             GatewayError::Plugin(PluginError::Capacity { .. } | PluginError::Timeout { .. }) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -127,6 +132,7 @@ impl GatewayError {
             GatewayError::Mask(_) | GatewayError::Codec(_) => "ResponseMaskingFailed",
             GatewayError::Internal(_) => "InternalError",
             GatewayError::AuditUnavailable(_) => "AuditUnavailable",
+            GatewayError::ApprovalsUnavailable(_) => "ApprovalsUnavailable",
         }
     }
 
@@ -175,6 +181,11 @@ impl GatewayError {
             GatewayError::Internal(_) => "internal gateway error".into(),
             GatewayError::AuditUnavailable(_) => {
                 "the gateway cannot write its audit log, so it forwards nothing; try again later"
+                    .into()
+            }
+            GatewayError::ApprovalsUnavailable(_) => {
+                "this request needs a human's approval, and the approval store is unavailable; \
+                 try again later"
                     .into()
             }
         }

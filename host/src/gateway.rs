@@ -2,6 +2,7 @@
 //! and the routes with their chains and upstreams. A reload (`reload.rs`) builds a new one.
 use std::sync::Arc;
 
+use crate::approval::Approvals;
 use crate::audit::Audit;
 use crate::auth::{Access, Identity};
 use crate::config::Config;
@@ -29,6 +30,8 @@ pub struct Gateway {
     pub max_header_bytes: u64,
     /// The audit log (kept across reloads); none without `[audit]`.
     pub audit: Option<Arc<Audit>>,
+    /// The approval workflow (kept across reloads); none without `[approvals]`.
+    pub approvals: Option<Arc<Approvals>>,
 }
 
 /// The gateway could not be built.
@@ -129,6 +132,7 @@ impl Gateway {
             hash_key,
             max_header_bytes: config.server.max_header_bytes.as_u64(),
             audit: None,
+            approvals: None,
         })
     }
 

@@ -31,6 +31,7 @@
 //! (`Audit::decide`, before forwarding; a failure before a decision is recorded on the way out)
 //! and its completion when the response's last byte has gone (`Audit::watch`, which also writes
 //! the session recording).
+pub mod approval;
 pub mod audit;
 pub mod auth;
 pub mod check;

@@ -26,6 +26,11 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve { config } => runtime.block_on(serve(&config)),
         Command::Plugins { action, admin } => runtime.block_on(plugins(action, admin)),
+        Command::Approvals {
+            action,
+            admin,
+            token_file,
+        } => ExitCode::from(runtime.block_on(cli::approvals(action, admin, token_file.as_deref()))),
         Command::Keygen { name, out } => ExitCode::from(cli::keygen(&name, &out)),
         Command::Audit {
             action:

@@ -1,7 +1,7 @@
 //! `handle()`: the one place where the order of a request's phases is written, top to bottom.
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -10,6 +10,7 @@ use http_body::Body as _;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
 
+use crate::approval::{Ask, Held};
 use crate::audit::{self, Trail};
 use crate::auth::Caller;
 use crate::codec::{self, CodecError, Encoding};
@@ -181,11 +182,36 @@ where
     // Request phase: headers, then the body for the plugins that asked.
     let outcome = chain.on_request(&facts, &headers).await?;
     trail.steps.extend(outcome.trace.iter().cloned());
-    if let Some(refusal) = refusal(route.kind, &outcome, ids) {
+    let approvals = gateway.approvals.is_some();
+    if let Some(refusal) = refusal(route.kind, &outcome, ids, approvals) {
         return refused(gateway, trail, &outcome, refusal).await;
     }
-    let mut edits = outcome.edits;
+    let mut edits = outcome.edits.clone();
+    let held = matches!(outcome.decision, RequestDecision::RequireApproval { .. });
     let body = match outcome.body_wants.iter().map(|w| w.limit).max() {
+        // A request held for approval is bound to its body: read it whole.
+        None if held => {
+            let bytes = match buffer(body, route.body_limit).await {
+                Ok(Buffered::Complete(bytes)) => bytes,
+                Ok(Buffered::Over { .. }) => {
+                    return Err(GatewayError::RequestBodyTooLarge {
+                        limit: route.body_limit,
+                    });
+                }
+                Err(e) => return Err(GatewayError::ClientBody(e.to_string())),
+            };
+            if let Some(answer) = approve(
+                gateway, route, &facts, &headers, &bytes, &outcome, trail, ids,
+            )
+            .await?
+            {
+                return Ok(answer);
+            }
+            if let Some(entry) = trail.entry.as_mut() {
+                entry.request_body = Some(bytes.to_vec());
+            }
+            full(bytes)
+        }
         None => body.map_err(Into::into).boxed(),
         Some(want) => {
             let limit = want.min(route.body_limit);
@@ -200,8 +226,22 @@ where
                 .on_request_body(&facts, &headers, &bytes, &outcome.body_wants)
                 .await?;
             trail.steps.extend(body_outcome.trace.iter().cloned());
-            if let Some(refusal) = refusal(route.kind, &body_outcome, ids) {
+            if let Some(refusal) = refusal(route.kind, &body_outcome, ids, approvals) {
                 return refused(gateway, trail, &body_outcome, refusal).await;
+            }
+            if let Some(answer) = approve(
+                gateway,
+                route,
+                &facts,
+                &headers,
+                &bytes,
+                &body_outcome,
+                trail,
+                ids,
+            )
+            .await?
+            {
+                return Ok(answer);
             }
             edits.extend(body_outcome.edits);
             if let Some(entry) = trail.entry.as_mut() {
@@ -436,10 +476,17 @@ fn authority<'a>(uri: &'a http::Uri, headers: &'a HeaderMap) -> Option<&'a str> 
         .or_else(|| headers.get(header::HOST).and_then(|h| h.to_str().ok()))
 }
 
-/// A plugin's deny or approval request, as the response the client gets.
-fn refusal(kind: RouteKind, outcome: &RequestOutcome, ids: &Ids) -> Option<Response<Body>> {
+/// A plugin's deny, or its approval request when this gateway has no approvals, as the
+/// response the client gets.
+fn refusal(
+    kind: RouteKind,
+    outcome: &RequestOutcome,
+    ids: &Ids,
+    approvals: bool,
+) -> Option<Response<Body>> {
     match &outcome.decision {
         RequestDecision::Continue => None,
+        RequestDecision::RequireApproval { .. } if approvals => None,
         RequestDecision::Deny { by, deny } => {
             tracing::info!(request_id = %ids.request_id, plugin = %by, code = %deny.code, "denied");
             let status = StatusCode::from_u16(deny.status).unwrap_or(StatusCode::FORBIDDEN);
@@ -453,8 +500,8 @@ fn refusal(kind: RouteKind, outcome: &RequestOutcome, ids: &Ids) -> Option<Respo
             })
         }
         RequestDecision::RequireApproval { by, approval } => {
-            // Until the approval workflow exists, a request that needs approval fails closed.
-            tracing::info!(request_id = %ids.request_id, plugin = %by, "approval required; approvals are not available");
+            // Without [approvals], a request that needs approval fails closed.
+            tracing::info!(request_id = %ids.request_id, plugin = %by, "approval required; this gateway has no [approvals]");
             Some(error::reject(
                 kind,
                 StatusCode::FORBIDDEN,
@@ -468,6 +515,113 @@ fn refusal(kind: RouteKind, outcome: &RequestOutcome, ids: &Ids) -> Option<Respo
             ))
         }
     }
+}
+
+/// Hold a request a plugin asked a human to approve (see `approval`): `None` when a grant
+/// lets it through (its decision record then says so), else the answer, on record.
+#[allow(clippy::too_many_arguments)]
+async fn approve(
+    gateway: &Gateway,
+    route: &Route,
+    facts: &plugin::Request,
+    headers: &HeaderMap,
+    body: &Bytes,
+    outcome: &RequestOutcome,
+    trail: &mut Trail,
+    ids: &Ids,
+) -> Result<Option<Response<Body>>, GatewayError> {
+    let (Some(approvals), RequestDecision::RequireApproval { by, approval }) =
+        (&gateway.approvals, &outcome.decision)
+    else {
+        return Ok(None);
+    };
+    let url = format!(
+        "{}://{}{}",
+        facts.scheme, facts.authority, facts.path_and_query
+    );
+    let held = approvals
+        .hold(Ask {
+            request_id: &ids.request_id,
+            route: &route.name,
+            operation: &facts.operation,
+            plugin: &by.name,
+            principal: facts.principal.as_ref(),
+            summary: &approval.summary,
+            approver_groups: &approval.approver_groups,
+            hold: route
+                .approval_hold
+                .min(Duration::from_millis(approval.budget_ms)),
+            method: &facts.method,
+            url: &url,
+            path_and_query: &facts.path_and_query,
+            headers,
+            body,
+        })
+        .await?;
+    trail.by = Some(by.name.clone());
+    let (status, code, message, id) = match held {
+        Held::Granted { approval, .. } => {
+            trail.decision = "approved";
+            trail.approval = Some(approval);
+            return Ok(None);
+        }
+        Held::Denied { approval, reason } => (
+            StatusCode::FORBIDDEN,
+            "ApprovalDenied",
+            format!("an approver denied this request (approval {approval}): {reason}"),
+            approval,
+        ),
+        Held::Pending { approval, .. } => (
+            StatusCode::FORBIDDEN,
+            "ApprovalPending",
+            format!(
+                "this request waits for a human's approval (approval {approval}); once it is \
+                 approved, send the identical request again"
+            ),
+            approval,
+        ),
+        Held::Expired { approval } => (
+            StatusCode::FORBIDDEN,
+            "ApprovalExpired",
+            format!(
+                "approval {approval} expired without a decision; send the request again to ask anew"
+            ),
+            approval,
+        ),
+        Held::Used { approval } => (
+            StatusCode::FORBIDDEN,
+            "ApprovalUsed",
+            format!(
+                "approval {approval} was used by an identical request; send the request again to ask anew"
+            ),
+            approval,
+        ),
+    };
+    trail.decision = if code == "ApprovalDenied" {
+        "deny"
+    } else {
+        "approval-required"
+    };
+    trail.code = Some(code.to_string());
+    trail.reason = Some(message.clone());
+    trail.approval = Some(id.clone());
+    tracing::info!(request_id = %ids.request_id, approval = %id, code, "held for approval");
+    let mut response = error::reject(route.kind, status, code, &message, ids);
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response
+            .headers_mut()
+            .insert("x-portcullis-approval-id", value);
+    }
+    if code == "ApprovalPending" {
+        response.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(approvals.retry_after().as_secs().max(1)),
+        );
+    }
+    if let Some(audit) = &gateway.audit {
+        let _ = audit.decide(trail, "request.decision").await;
+    }
+    Ok(Some(response))
 }
 
 /// Record a plugin's deny or approval request, then answer with `refusal`. The refusal stands

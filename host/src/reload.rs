@@ -265,6 +265,7 @@ impl Live {
         )
         .map_err(|e| e.to_string())?;
         gateway.audit = old.audit.clone();
+        gateway.approvals = old.approvals.clone();
         Ok(Candidate::New {
             gateway,
             text,
@@ -374,6 +375,10 @@ fn keep_running_settings(running: &Config, new: &mut Config) -> Vec<String> {
     if new.audit != running.audit {
         changed.push("audit".to_string());
         new.audit = running.audit.clone();
+    }
+    if new.approvals != running.approvals {
+        changed.push("approvals".to_string());
+        new.approvals = running.approvals.clone();
     }
     if new.sessions != running.sessions {
         changed.push("sessions".to_string());

@@ -20,6 +20,8 @@ pub struct Route {
     pub path_style: bool,
     /// Most body bytes buffered for plugins.
     pub body_limit: u64,
+    /// The longest a request waits here for a human's approval.
+    pub approval_hold: std::time::Duration,
     /// Pass over-limit response bodies through unmasked instead of failing.
     pub unmasked_passthrough: bool,
     /// The plugins deciding this route's traffic when it is open (`authentication = "none"`).
@@ -51,6 +53,7 @@ impl Route {
             prefix: config.path_prefix.trim_end_matches('/').to_string(),
             path_style: config.path_style,
             body_limit: config.body_limit.as_u64(),
+            approval_hold: config.approval_hold,
             unmasked_passthrough: config.unmasked_passthrough,
             chain,
             upstream,

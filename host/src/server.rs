@@ -1,5 +1,6 @@
 //! The listeners: the gateway (TLS with rustls, HTTP/1.1 and HTTP/2 by ALPN, or plaintext when
-//! configured), the admin listener (`/healthz`, `/readyz`, `/plugins`, `/reload`), the reload
+//! configured), the admin listener (`/healthz`, `/readyz`, `/plugins`, `/reload`, and the
+//! approvers' `/approvals` page and `/api/approvals`), the reload
 //! watch, and graceful drain on shutdown.
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -20,6 +21,7 @@ use tokio_rustls::TlsAcceptor;
 
 use serde_json::json;
 
+use crate::approval::{self, Approvals};
 use crate::audit::Audit;
 use crate::config::{Config, TlsConfig};
 use crate::gateway::{BuildError, Gateway};
@@ -45,6 +47,9 @@ pub enum StartError {
     /// The audit log (or the session recordings) could not be opened.
     #[error("{0}")]
     Audit(String),
+    /// The approval store or its webhooks could not be set up.
+    #[error("approvals: {0}")]
+    Approvals(String),
     /// A listener could not bind.
     #[error("cannot listen on {addr}: {reason}")]
     Bind {
@@ -96,6 +101,10 @@ impl Running {
     /// grace period, close every connection; the admin listener stops last.
     pub async fn shutdown(self) {
         self.ready.store(false, Ordering::SeqCst);
+        // Requests parked for approval are answered with their approval id, not cut off.
+        if let Some(approvals) = &self.live.gateway().approvals {
+            approvals.close();
+        }
         let _ = self.stop.send(true);
         let _ = self.gateway.await;
         if let Some(audit) = &self.live.gateway().audit {
@@ -131,6 +140,14 @@ pub async fn start_with(config: &Config, mut gateway: Gateway) -> Result<Running
     let tls = tls_acceptor(config)?;
     let listener = bind(server.listen).await?;
     let addr = local_addr(&listener, server.listen)?;
+    let (admin_listener, admin_addr) = match server.admin_listen {
+        Some(admin) => {
+            let listener = bind(admin).await?;
+            let addr = local_addr(&listener, admin)?;
+            (Some(listener), Some(addr))
+        }
+        None => (None, None),
+    };
     match (&config.audit, &gateway.audit) {
         (Some(settings), None) => {
             let (audit, opened) = Audit::open(config, settings).map_err(StartError::Audit)?;
@@ -155,6 +172,12 @@ pub async fn start_with(config: &Config, mut gateway: Gateway) -> Result<Running
             tracing::warn!("no [audit] section: requests are served without a signed audit log")
         }
         (Some(_), Some(_)) => {}
+    }
+    if let (Some(settings), None) = (&config.approvals, &gateway.approvals) {
+        gateway.approvals = Some(
+            Approvals::open(config, settings, admin_addr, gateway.audit.clone())
+                .map_err(StartError::Approvals)?,
+        );
     }
     let live = Live::new(gateway);
     let watching = match (config.reload.watch, &config.source) {
@@ -184,10 +207,8 @@ pub async fn start_with(config: &Config, mut gateway: Gateway) -> Result<Running
         stopped,
         server.shutdown_grace,
     ));
-    let (mut admin_addr, mut admin_task) = (None, None);
-    if let Some(admin) = server.admin_listen {
-        let listener = bind(admin).await?;
-        admin_addr = Some(local_addr(&listener, admin)?);
+    let mut admin_task = None;
+    if let Some(listener) = admin_listener {
         let (admin_stop, admin_stopped) = watch::channel(false);
         let task = tokio::spawn(serve_admin(
             listener,
@@ -364,6 +385,9 @@ async fn serve_admin(
                 };
                 let live = live.clone();
                 async move {
+                    if approval::api::serves(request.uri().path()) {
+                        return Ok(approval::api::handle(&live.gateway(), request).await);
+                    }
                     let response = match (request.method(), request.uri().path()) {
                         (&http::Method::GET, "/plugins") => json(StatusCode::OK, &plugins(&live)),
                         (&http::Method::POST, "/reload") => {

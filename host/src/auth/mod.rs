@@ -335,6 +335,34 @@ impl Identity {
     }
 }
 
+impl Identity {
+    /// The principal of a request to the admin API, whose bearer token only provider
+    /// `provider` may vouch for (approvers). Not cached: the admin API is seldom called, and a
+    /// token revoked at the provider should stop working as soon as its keys say so.
+    pub async fn authenticate_with(
+        &self,
+        provider: usize,
+        headers: &HeaderMap,
+    ) -> Result<Principal, AuthError> {
+        let provider = self
+            .providers
+            .get(provider)
+            .ok_or(AuthError::UntrustedIssuer)?;
+        let token = bearer(headers)?;
+        if token.len() > provider.max_token_bytes {
+            return Err(AuthError::TooLarge {
+                len: token.len(),
+                limit: provider.max_token_bytes,
+            });
+        }
+        let (header, iss) = peek(token)?;
+        if !provider.issues(&iss) {
+            return Err(AuthError::UntrustedIssuer);
+        }
+        Ok(provider.verify(token, &header).await?.principal)
+    }
+}
+
 /// A cached caller on a route: its provider must be one the route accepts.
 fn admitted_provider(route: &Route, caller: Arc<Caller>) -> Result<Option<Arc<Caller>>, AuthError> {
     if route.identity_providers.contains(&caller.provider) {
