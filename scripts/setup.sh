@@ -6,6 +6,7 @@
 #  - Python guests: componentize-py (PyPI) in a virtualenv under target/tools/venv.
 #  - Azure Storage tests: the Azurite emulator (npm) under target/tools/azurite, with Debian's
 #    nodejs/npm when node is missing, and the Python SDK azure-storage-blob in the same venv.
+#  - Browser tests: Debian's chromium (apt, root), driven headless; never a downloaded build.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -90,8 +91,22 @@ install_azure_sdk() {
         "azure-storage-blob==$AZURE_STORAGE_BLOB_VERSION" "azure-core==$AZURE_CORE_VERSION"
 }
 
+install_chromium() {
+    if [[ -n "${PORTCULLIS_CHROMIUM:-}" ]] || command -v chromium >/dev/null; then
+        return 0
+    fi
+    if ! command -v apt-get >/dev/null; then
+        echo "setup: chromium missing and no apt-get: install Chromium or set PORTCULLIS_CHROMIUM" >&2
+        return 1
+    fi
+    echo "setup: installing chromium"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium
+}
+
 install_rust_guest_toolchain
 install_python_guest_toolchain
 install_node
 install_azurite
 install_azure_sdk
+install_chromium

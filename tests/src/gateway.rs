@@ -119,6 +119,7 @@ pub async fn admin_get(admin: std::net::SocketAddr, path: &str) -> String {
 }
 
 /// An HTTPS client for the gateway under test.
+#[derive(Clone)]
 pub struct TlsClient {
     client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
     base: String,

@@ -4,6 +4,7 @@
 //! `target/plugins/`; a missing one fails the test loudly, never skips it.
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 pub mod azurite;
+pub mod browser;
 pub mod gateway;
 pub mod logs;
 pub mod mock_upstream;

@@ -1,8 +1,8 @@
 //! The `guard` plugin in a real gateway with the shipped rule sets (`examples/rules/`): Azure
 //! Resource Manager requests against a mock upstream, and Azure Blob Storage driven by the
 //! real Python SDK against Azurite. Denies arrive in the service's error shape with the rule's
-//! id; requests that need approval are held back (403 `ApprovalRequired` until the approval
-//! workflow exists); nothing refused reaches the upstream.
+//! id; requests that need approval are refused (403 `ApprovalRequired`: these gateways have
+//! no `[approvals]`, tests/tests/approvals.rs has them); nothing refused reaches the upstream.
 #![allow(clippy::unwrap_used)]
 use bytes::Bytes;
 use portcullis_tests::azurite::{ACCOUNT, Azurite, KEY, gateway_args, run_blob_client};

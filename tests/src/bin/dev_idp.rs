@@ -3,8 +3,8 @@
 //! start, and writes a few ready-made access tokens for the example configuration.
 //!
 //! `dev_idp PORT DIR` listens on `127.0.0.1:PORT` (issuer `http://localhost:PORT`), writes
-//! `DIR/agent.jwt` (role `agent`) and `DIR/auditor.jwt` (role `auditor`), both for audience
-//! `api://portcullis-example` and valid for 12 hours, prints `ready` and serves until killed.
+//! `DIR/agent.jwt` (role `agent`), `DIR/approver.jwt` (role `approver`) and `DIR/auditor.jwt`
+//! (role `auditor`), all for audience `api://portcullis-example` and valid for 12 hours, prints `ready` and serves until killed.
 //! Not for anything but local demos: plain HTTP, keys in memory, tokens for anyone who asks.
 use std::process::ExitCode;
 
@@ -39,7 +39,12 @@ fn main() -> ExitCode {
             eprintln!("dev_idp: {dir}: {e}");
             return ExitCode::FAILURE;
         }
-        for (file, role) in [("agent.jwt", "agent"), ("auditor.jwt", "auditor")] {
+        // The auditor's token is written last: its presence says all three are there.
+        for (file, role) in [
+            ("agent.jwt", "agent"),
+            ("approver.jwt", "approver"),
+            ("auditor.jwt", "auditor"),
+        ] {
             let mut claims = idp.claims(AUDIENCE, &format!("example-{role}"));
             claims["exp"] = serde_json::json!(portcullis_tests::oidc::now() + 12 * 3600);
             claims["roles"] = serde_json::json!([role]);
