@@ -3,7 +3,8 @@
 # development identity provider, and run the gateway on the example configuration
 # (examples/portcullis.toml) in the foreground. Before it settles, it shows requests without a
 # token, with an agent's token (allowed, and denied by a plugin) and with an auditor's token
-# (read-only) going through. Ctrl-C stops everything.
+# (read-only) going through, and a delete held for approval, approved, then let through once.
+# Ctrl-C stops everything.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ./scripts/setup.sh
@@ -28,7 +29,7 @@ for _ in $(seq 100); do
     sleep 0.1
 done
 # The development identity provider: discovery + JWKS on 127.0.0.1:8082, tokens written to
-# target/dev-idp/{agent,auditor}.jwt.
+# target/dev-idp/{agent,approver,auditor}.jwt.
 rm -rf target/dev-idp
 target/release/dev_idp 8082 target/dev-idp &
 pids+=($!)
@@ -63,9 +64,21 @@ echo
 echo "== PUT /hello.json as an auditor (denied: auditors get the read-only plugin configuration):"
 curl -sS -i -X PUT -H "authorization: Bearer $auditor" http://127.0.0.1:8080/hello.json
 echo
+echo "== DELETE /reports/q3.json as an agent (held for a human's approval: 403 ApprovalPending, with the approval id):"
+curl -sS -i -X DELETE -H "authorization: Bearer $agent" http://127.0.0.1:8080/reports/q3.json
+echo
+echo "== the approver's view (portcullis approvals list), then an approval:"
+target/release/portcullis approvals list --admin 127.0.0.1:9090 --token-file target/dev-idp/approver.jwt
+id="$(target/release/portcullis approvals list --admin 127.0.0.1:9090 --token-file target/dev-idp/approver.jwt | awk 'NR==1 {print $1}')"
+target/release/portcullis approvals approve "$id" --reason "quickstart" --admin 127.0.0.1:9090 --token-file target/dev-idp/approver.jwt
+echo "== the identical DELETE again (approved: forwarded once; the example upstream, a static file server, answers 501):"
+curl -sS -i -X DELETE -H "authorization: Bearer $agent" http://127.0.0.1:8080/reports/q3.json
+echo
 echo
 echo "Portcullis is serving http://127.0.0.1:8080 (admin: http://127.0.0.1:9090/readyz). Ctrl-C stops it."
 echo "Tokens for curl: target/dev-idp/agent.jwt and target/dev-idp/auditor.jwt (valid 12 h)."
+echo "Approvals: http://127.0.0.1:9090/approvals (paste target/dev-idp/approver.jwt), or"
+echo "  target/release/portcullis approvals list --token-file target/dev-idp/approver.jwt"
 echo "Audit log: target/release/portcullis audit verify --dir target/example/audit --trust target/example/audit.pub"
 echo "Recordings: target/release/portcullis sessions list --dir target/example/sessions"
 wait "${pids[2]}"
