@@ -1424,6 +1424,47 @@ mod tests {
     }
 
     #[test]
+    fn approvals_problems_are_reported_and_a_webhook_url_is_never_echoed() {
+        let dir = dir_with(&[]);
+        let text = r#"
+            plugin_dir = "plugins"
+            server = { plaintext = true }
+            [approvals]
+            store = "approvals.db"
+            identity_provider = "nobody"
+            grant_ttl = "0s"
+            [[approvals.webhook]]
+            name = "chat"
+            url = "https://user:pw@hooks.example/services/T0/SECRET#x"
+            max_attempts = 0
+            routes = ["missing"]
+            [[approvals.webhook]]
+            name = "chat"
+            url = "https://hooks.example/ok"
+            secret_file = "no-such-file"
+        "#;
+        let Err(ConfigError::Invalid(problems)) = Config::parse(text, dir.path()) else {
+            panic!("expected problems");
+        };
+        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "approvals",
+                "approvals.identity_provider",
+                "approvals.grant_ttl",
+                "approvals.webhook[0].url",
+                "approvals.webhook[0].max_attempts",
+                "approvals.webhook[0].routes[0]",
+                "approvals.webhook[1].name",
+                "approvals.webhook[1].secret_file",
+            ]
+        );
+        let text = format!("{problems:?}");
+        assert!(!text.contains("SECRET") && !text.contains("pw@"), "{text}");
+    }
+
+    #[test]
     fn route_problems_are_reported_with_their_keys() {
         let dir = dir_with(&["a.wasm"]);
         let text = r#"

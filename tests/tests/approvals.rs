@@ -565,11 +565,29 @@ async fn the_requester_and_non_approvers_cannot_decide_and_are_on_record() {
                 ("not-an-approver", "mallory")
             ]
         );
-        // The agent sees it may not decide.
+        // The agent sees its own request, and that it may not decide it; someone neither
+        // requester nor approver sees nothing of it.
         let (_, list) = env
             .api(&env.agent(), http::Method::GET, "/api/approvals", None)
             .await;
+        assert_eq!(list["approvals"][0]["id"], id.as_str());
         assert_eq!(list["approvals"][0]["can_decide"], false);
+        let (status, list) = env
+            .api(&mallory, http::Method::GET, "/api/approvals", None)
+            .await;
+        assert_eq!(
+            (status, list["approvals"].as_array().unwrap().len()),
+            (200, 0)
+        );
+        let (status, _) = env
+            .api(
+                &mallory,
+                http::Method::GET,
+                &format!("/api/approvals/{id}"),
+                None,
+            )
+            .await;
+        assert_eq!(status, 404);
         assert_eq!(env.deletes(), 0);
     })
     .await;
@@ -652,7 +670,7 @@ async fn a_scoped_grant_lets_matching_operations_through_until_it_expires() {
             .await;
         assert_eq!(status, 400);
         let (status, body) = env
-            .decide(&env.alice(), &id, "approve", json!({"reason": "maintenance", "scope": {"operation": "DELETE /vms/*", "window": "3s"}}))
+            .decide(&env.alice(), &id, "approve", json!({"reason": "maintenance", "scope": {"operation": "DELETE /vms/*", "window": "4s"}}))
             .await;
         assert_eq!(status, 200, "{body}");
         // Other matching operations pass, more than once; others do not.
@@ -665,7 +683,7 @@ async fn a_scoped_grant_lets_matching_operations_through_until_it_expires() {
         assert_eq!(used.len(), 3);
         assert!(used.iter().all(|r| r["scoped"] == true));
         // Past the window, they are held again.
-        tokio::time::sleep(Duration::from_millis(3200)).await;
+        tokio::time::sleep(Duration::from_millis(4200)).await;
         let late = env.send("DELETE", "/vms/d", "").await;
         assert_eq!(code(&late), "ApprovalPending", "{}", late.text());
         assert_eq!(env.deletes(), 3);

@@ -287,6 +287,7 @@ async fn the_example_configuration_loads_every_plugin() {
         "allow-all",
         "plugin-template-python",
         "mask",
+        "guard",
     ] {
         assert!(
             text.contains(&format!("plugin {name} 0.1.0 sha256:{}", digest(name))),
@@ -295,7 +296,7 @@ async fn the_example_configuration_loads_every_plugin() {
     }
     for route in [
         "route example-api (generic) */ -> http://127.0.0.1:8081 plugins:[plugin-template,allow-all] \
-         identity:[dev] access:[agents->[plugin-template,mask] auditors->[read-only]]",
+         identity:[dev] access:[agents->[plugin-template,hold-deletes,mask] auditors->[read-only]]",
         "route example-blob (azure-storage) */devstoreaccount1 -> http://127.0.0.1:10000 \
          plugins:[allow-all] identity:[*] access:[agents->[allow-all]]",
     ] {

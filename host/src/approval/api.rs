@@ -7,7 +7,8 @@
 //! - `POST /api/approvals/{id}/approve` `{"reason"?, "scope"?: {"operation", "window"}}` → `View`
 //! - `POST /api/approvals/{id}/deny` `{"reason"}` → `View`
 //!
-//! A `View` is the stored request plus `can_decide` for the caller. Errors are
+//! A `View` is the stored request plus `can_decide` for the caller. A caller sees only the
+//! requests it made and those it is an approver of. Errors are
 //! `{"error": {"code", "message"}}`; [`reject`] is the one place they are made.
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
@@ -99,7 +100,11 @@ where
                 .list(status, LIST_LIMIT)
                 .await
                 .map_err(|e| ApiError::Unavailable(e.to_string()))?;
-            let views: Vec<Value> = list.iter().map(|r| view(r, &caller)).collect();
+            let views: Vec<Value> = list
+                .iter()
+                .filter(|r| visible(r, &caller))
+                .map(|r| view(r, &caller))
+                .collect();
             Ok(json_response(StatusCode::OK, &json!({"approvals": views})))
         }
         (Method::GET, [id]) => {
@@ -107,6 +112,7 @@ where
                 .show(id)
                 .await
                 .map_err(|e| ApiError::Unavailable(e.to_string()))?
+                .filter(|(r, _, _)| visible(r, &caller))
                 .ok_or_else(|| ApiError::NotFound(format!("no approval request {id}")))?;
             let mut shown = view(&request, &caller);
             shown["grants"] = json!(grants);
@@ -126,6 +132,16 @@ where
         (_, [] | [_] | [_, "approve" | "deny"]) => Err(ApiError::MethodNotAllowed),
         _ => Err(ApiError::NotFound(format!("no such API path {path}"))),
     }
+}
+
+/// Whether the caller may see a request: its requester, or a member of its approver groups.
+/// Others learn nothing of it (not even that it exists).
+fn visible(request: &super::ApprovalRequest, caller: &Principal) -> bool {
+    caller.subject == request.requester.subject
+        || request
+            .approver_groups
+            .iter()
+            .any(|g| caller.groups.contains(g) || caller.roles.contains(g))
 }
 
 /// A stored request, and whether the caller may decide it.
