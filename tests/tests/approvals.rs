@@ -10,6 +10,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use tokio::task::JoinHandle;
+
 use portcullis_audit::record::Record;
 use portcullis_audit::segment;
 use portcullis_tests::gateway::{Answer, TestGateway};
@@ -198,6 +200,18 @@ impl Env {
         self.gw.running.admin_addr().unwrap()
     }
 
+    /// Send as the agent in the background (the request is held for approval).
+    fn spawn_send(&self, method: &'static str, path: &'static str) -> JoinHandle<Answer> {
+        let (client, bearer) = (self.gw.client(true), format!("Bearer {}", self.agent()));
+        tokio::spawn(async move {
+            let headers = [
+                ("authorization", bearer.as_str()),
+                ("content-type", "application/json"),
+            ];
+            client.send(method, path, &headers, "").await
+        })
+    }
+
     async fn send(&self, method: &str, path: &str, body: &str) -> Answer {
         let bearer = format!("Bearer {}", self.agent());
         self.gw
@@ -347,19 +361,7 @@ async fn a_held_request_is_forwarded_once_approved_and_every_step_is_on_record()
         .await;
         // A request no rule holds passes straight through.
         assert_eq!(env.send("GET", "/vms/vm1", "").await.status, 200);
-        let held = tokio::spawn({
-            let (client, bearer) = (env.gw.client(true), format!("Bearer {}", env.agent()));
-            async move {
-                client
-                    .send(
-                        "DELETE",
-                        "/vms/vm1?force=true",
-                        &[("authorization", bearer.as_str())],
-                        "",
-                    )
-                    .await
-            }
-        });
+        let held = env.spawn_send("DELETE", "/vms/vm1?force=true");
         let pending = env.wait_pending(1).await;
         assert_eq!(
             env.deletes(),
@@ -444,19 +446,7 @@ async fn a_denied_request_gets_403_with_the_approvers_reason() {
             ..Opts::default()
         })
         .await;
-        let held = tokio::spawn({
-            let (client, bearer) = (env.gw.client(false), format!("Bearer {}", env.agent()));
-            async move {
-                client
-                    .send(
-                        "DELETE",
-                        "/vms/db1",
-                        &[("authorization", bearer.as_str())],
-                        "",
-                    )
-                    .await
-            }
-        });
+        let held = env.spawn_send("DELETE", "/vms/db1");
         let id = env.wait_pending(1).await[0]["id"]
             .as_str()
             .unwrap()
@@ -719,19 +709,7 @@ async fn pending_requests_expire_and_cannot_be_approved_afterwards() {
         assert_eq!(env.records_of("approval.expired", &id).len(), 1);
         assert_eq!(env.deletes(), 0);
         // Asking again makes a new request.
-        let again = tokio::spawn({
-            let (client, bearer) = (env.gw.client(false), format!("Bearer {}", env.agent()));
-            async move {
-                client
-                    .send(
-                        "DELETE",
-                        "/vms/old",
-                        &[("authorization", bearer.as_str())],
-                        "",
-                    )
-                    .await
-            }
-        });
+        let again = env.spawn_send("DELETE", "/vms/old");
         let pending = env.wait_pending(1).await;
         assert_ne!(pending[0]["id"], id);
         let (status, _) = env
@@ -807,16 +785,7 @@ async fn pending_requests_and_grants_survive_a_restart_and_a_stop_answers_held_r
         })
         .await;
         // A request held when the gateway stops is answered with its approval id.
-        let held = tokio::spawn({
-            let (client, bearer) = (env.gw.client(false), format!("Bearer {}", env.agent()));
-            async move {
-                let headers = [
-                    ("authorization", bearer.as_str()),
-                    ("content-type", "application/json"),
-                ];
-                client.send("DELETE", "/vms/p1", &headers, "").await
-            }
-        });
+        let held = env.spawn_send("DELETE", "/vms/p1");
         let id = env.wait_pending(1).await[0]["id"]
             .as_str()
             .unwrap()
@@ -980,6 +949,52 @@ async fn the_cli_lists_approves_and_denies() {
             "a denied request asked again is a new request"
         );
         assert_ne!(approval_id(&denied), second);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_announcement_that_never_got_through_is_resumed_after_a_restart() {
+    within(Duration::from_secs(60), async {
+        // The receiver fails the first four deliveries: all the attempts of the first process.
+        let mut env = env(Opts {
+            webhook: Some(vec![503; 4]),
+            ..Opts::default()
+        })
+        .await;
+        let id = approval_id(&env.send("DELETE", "/vms/r1", "").await);
+        let notified = |env: &Env| env.records_of("approval.notified", &id);
+        for _ in 0..200 {
+            if !notified(&env).is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        assert_eq!(notified(&env)[0]["delivered"], false);
+        assert_eq!(env.receiver.as_ref().unwrap().1.load(Ordering::SeqCst), 4);
+
+        // The next process announces the still pending request again, and it gets through.
+        env = env.restart().await;
+        for _ in 0..200 {
+            if notified(&env).len() == 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        let records = notified(&env);
+        assert_eq!(records.len(), 2, "{records:?}");
+        assert_eq!(records[1]["delivered"], true);
+        let (receiver, calls) = env.receiver.as_ref().unwrap();
+        assert_eq!(calls.load(Ordering::SeqCst), 5);
+        let seen = receiver.seen();
+        assert_eq!(
+            seen[0].headers["x-portcullis-delivery"], seen[4].headers["x-portcullis-delivery"],
+            "the same delivery id, so a receiver can drop a repeat"
+        );
+        // A delivered announcement is not repeated by a further restart.
+        env = env.restart().await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(env.receiver.as_ref().unwrap().1.load(Ordering::SeqCst), 5);
     })
     .await;
 }

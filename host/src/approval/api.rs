@@ -15,7 +15,7 @@ use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
 use serde_json::{Value, json};
 
-use super::{Approvals, DecideError, Status, Verdict};
+use super::{Approvals, DecideError, Status, StoreError, Verdict};
 use crate::auth::AuthError;
 use crate::gateway::Gateway;
 use crate::plugin::Principal;
@@ -194,17 +194,21 @@ fn reject(e: &ApiError) -> Response<Body> {
         ApiError::Auth(e) => (e.status(), "Unauthorized", e.public_message()),
         ApiError::Decide(d) => {
             let (status, code) = match d {
-                DecideError::NotFound(_) => (StatusCode::NOT_FOUND, "NotFound"),
-                DecideError::NotPending { .. } => (StatusCode::CONFLICT, "NotPending"),
+                DecideError::Store(StoreError::NotFound(_)) => (StatusCode::NOT_FOUND, "NotFound"),
+                DecideError::Store(StoreError::NotPending { .. }) => {
+                    (StatusCode::CONFLICT, "NotPending")
+                }
                 DecideError::SelfApproval(_) => (StatusCode::FORBIDDEN, "SelfApproval"),
                 DecideError::NotAnApprover { .. } => (StatusCode::FORBIDDEN, "NotAnApprover"),
                 DecideError::Invalid(_) => (StatusCode::BAD_REQUEST, "BadRequest"),
-                DecideError::Unavailable(_) => {
+                DecideError::Unavailable(_) | DecideError::Store(_) => {
                     (StatusCode::SERVICE_UNAVAILABLE, "ApprovalsUnavailable")
                 }
             };
             let message = match d {
-                DecideError::Unavailable(detail) => {
+                DecideError::Unavailable(_)
+                | DecideError::Store(StoreError::Database(_) | StoreError::Duplicate(_)) => {
+                    let detail = d.to_string();
                     tracing::error!(error = %detail, "approvals: a decision failed");
                     "the approval store or the audit log is unavailable; try again".to_string()
                 }

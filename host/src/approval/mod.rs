@@ -207,17 +207,9 @@ pub struct ScopeAsk {
 /// Why an approver's decision was not taken.
 #[derive(Debug, thiserror::Error)]
 pub enum DecideError {
-    /// No such request.
-    #[error("no approval request {0}")]
-    NotFound(String),
-    /// Decided or expired already.
-    #[error("approval request {id} is {status}, not pending")]
-    NotPending {
-        /// The request.
-        id: String,
-        /// Its status.
-        status: String,
-    },
+    /// No such request, decided or expired already, or the store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
     /// The approver asked for this request themselves.
     #[error("the requester of {0} cannot decide it (separation of duties)")]
     SelfApproval(String),
@@ -232,8 +224,8 @@ pub enum DecideError {
     /// The verdict itself is not acceptable.
     #[error("{0}")]
     Invalid(String),
-    /// The store or the audit log failed: nothing was decided, or the decision is not on
-    /// record.
+    /// The audit log failed (nothing was decided, or the decision is not on record), or the
+    /// store's task died.
     #[error("{0}")]
     Unavailable(String),
 }
@@ -275,6 +267,19 @@ impl Approvals {
             closing: watch::channel(false).0,
         });
         tokio::spawn(sweep(Arc::downgrade(&approvals)));
+        let resuming = approvals.clone();
+        tokio::spawn(async move {
+            match resuming.resume().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(
+                    announcements = n,
+                    "approvals: announcements resumed after a restart"
+                ),
+                Err(e) => {
+                    tracing::error!(error = %e, "approvals: announcements could not be resumed")
+                }
+            }
+        });
         Ok(approvals)
     }
 
@@ -474,7 +479,7 @@ impl Approvals {
             .blocking(move |store| store.get(&owned))
             .await
             .map_err(|e| DecideError::Unavailable(e.to_string()))?
-            .ok_or_else(|| DecideError::NotFound(id.to_string()))?;
+            .ok_or_else(|| StoreError::NotFound(id.to_string()))?;
         let who = Approver {
             subject: approver.subject.clone(),
             issuer: approver.issuer.clone(),
@@ -580,15 +585,7 @@ impl Approvals {
         let decided = self
             .blocking(move |store| Ok(store.decide(&owned, &decision, &grants, now)))
             .await
-            .map_err(|e| DecideError::Unavailable(e.to_string()))?;
-        let decided = match decided {
-            Ok(decided) => decided,
-            Err(StoreError::NotPending { id, status }) => {
-                return Err(DecideError::NotPending { id, status });
-            }
-            Err(StoreError::NotFound(id)) => return Err(DecideError::NotFound(id)),
-            Err(e) => return Err(DecideError::Unavailable(e.to_string())),
-        };
+            .map_err(|e| DecideError::Unavailable(e.to_string()))??;
         self.changed.send_modify(|n| *n += 1);
         let kind = if approve {
             "approval.approved"
@@ -643,12 +640,38 @@ impl Approvals {
             && may_approve(principal, &request.approver_groups)
     }
 
-    /// Announce a new request to the webhooks that want it, in the background: every attempt
-    /// is stored, and the outcome of each webhook is audited.
+    /// Announce a new request to the webhooks that want it.
     fn announce(&self, request: &ApprovalRequest) {
         let targets = self
             .notifier
             .targets(&request.route, &request.approver_groups);
+        self.announce_to(request, targets);
+    }
+
+    /// Announce again, after a restart, every pending request to each webhook that has not
+    /// taken it yet (its deliveries were cut short, or never succeeded): nothing announced is
+    /// lost to a restart. Receivers drop repeats by `X-Portcullis-Delivery`.
+    async fn resume(&self) -> Result<usize, GatewayError> {
+        let pending = self.list(Some(Status::Pending), 10_000).await?;
+        let mut resumed = 0;
+        for request in pending {
+            let id = request.id.clone();
+            let attempts = self.blocking(move |store| store.notifications(&id)).await?;
+            let targets: Vec<String> = self
+                .notifier
+                .targets(&request.route, &request.approver_groups)
+                .into_iter()
+                .filter(|t| !attempts.iter().any(|a| a.ok && &a.target == t))
+                .collect();
+            resumed += targets.len();
+            self.announce_to(&request, targets);
+        }
+        Ok(resumed)
+    }
+
+    /// Announce a request to `targets` in the background: every attempt is stored, and the
+    /// outcome of each webhook is audited.
+    fn announce_to(&self, request: &ApprovalRequest, targets: Vec<String>) {
         if targets.is_empty() {
             return;
         }
