@@ -229,17 +229,14 @@ where
             if let Some(refusal) = refusal(route.kind, &body_outcome, ids, approvals) {
                 return refused(gateway, trail, &body_outcome, refusal).await;
             }
-            if let Some(answer) = approve(
-                gateway,
-                route,
-                &facts,
-                &headers,
-                &bytes,
-                &body_outcome,
-                trail,
-                ids,
-            )
-            .await?
+            // A plugin may ask for approval at header time while an earlier one still wanted
+            // the body: those body hooks ran (and could deny); the approval still stands.
+            let held = match body_outcome.decision {
+                RequestDecision::RequireApproval { .. } => &body_outcome,
+                _ => &outcome,
+            };
+            if let Some(answer) =
+                approve(gateway, route, &facts, &headers, &bytes, held, trail, ids).await?
             {
                 return Ok(answer);
             }

@@ -141,6 +141,21 @@ grant_ttl = "10m"
 retry_after = "7s"
 {webhook}
 
+# Asks for the JSON body of /vms/vm3 (a body rule): a plugin that wants the body runs before
+# the one that holds, and must not make the gateway forget the hold.
+[[plugin]]
+name = "guard"
+alias = "inspect"
+file = "guard.wasm"
+[plugin.config]
+default = "allow"
+[[plugin.config.rules]]
+id = "deny-force"
+paths = ["/vms/vm3"]
+body = [{{ pointer = "/force", equals = true }}]
+action = "deny"
+message = "no forced deletes"
+
 [[plugin]]
 name = "guard"
 alias = "hold"
@@ -158,7 +173,7 @@ message = "deleting a virtual machine"
 [[route]]
 name = "api"
 upstream = "{upstream}"
-plugins = ["hold"]
+plugins = ["inspect", "hold"]
 approval_hold = "{hold}"
 [[route.access]]
 name = "agents"
@@ -591,6 +606,12 @@ async fn a_grant_is_bound_to_the_digest_and_passes_once() {
             .send("DELETE", "/vms/vm3", r#"{"keepDisks":true}"#)
             .await;
         let id = approval_id(&first);
+        // The first plugin wanted the body; its deny still wins, and its allow does not let a
+        // held request through.
+        let forced = env.send("DELETE", "/vms/vm3", r#"{"force":true}"#).await;
+        assert_eq!((forced.status, code(&forced)), (403, "deny-force".into()));
+        let unforced = env.send("DELETE", "/vms/vm3", r#"{"force":false}"#).await;
+        assert_eq!(code(&unforced), "ApprovalPending");
         // Asking again while pending joins the same request.
         let again = env
             .send("DELETE", "/vms/vm3", r#"{"keepDisks":true}"#)
