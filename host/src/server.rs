@@ -438,12 +438,19 @@ fn plugins(live: &Live) -> serde_json::Value {
     serde_json::json!({"status": live.status(), "plugins": plugins})
 }
 
-fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
+/// An admin listener answer in JSON, never cached (it describes the state of the moment, or an
+/// approver's view).
+pub(crate) fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
     let mut response = Response::new(full(format!("{value:#}\n")));
     *response.status_mut() = status;
-    response.headers_mut().insert(
+    let headers = response.headers_mut();
+    headers.insert(
         http::header::CONTENT_TYPE,
         http::HeaderValue::from_static("application/json"),
+    );
+    headers.insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-store"),
     );
     response
 }

@@ -20,6 +20,20 @@ use portcullis::plugin::{
     Request,
 };
 
+/// Every record line of the audit log in `dir` (whole lines only; a torn tail is left out).
+pub fn audit_records(dir: &std::path::Path) -> Vec<portcullis_audit::record::Record> {
+    let mut out = Vec::new();
+    for (_, path) in portcullis_audit::segment::list(dir).unwrap_or_default() {
+        let bytes = std::fs::read(path).unwrap();
+        for line in bytes.split_inclusive(|&b| b == b'\n') {
+            if let Some(line) = line.strip_suffix(b"\n") {
+                out.push(portcullis_audit::record::Record::parse(line).unwrap());
+            }
+        }
+    }
+    out
+}
+
 /// The repository root.
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -17,21 +17,11 @@ const AUD: &str = "api://portcullis";
 
 /// `GET path` on the admin listener with a bearer token: status and JSON body.
 async fn admin_api(admin: SocketAddr, path: &str, token: &str) -> (u16, Value) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut tcp = tokio::net::TcpStream::connect(admin).await.unwrap();
-    let request = format!(
-        "GET {path} HTTP/1.1\r\nhost: a\r\nauthorization: Bearer {token}\r\nconnection: close\r\n\r\n"
-    );
-    tcp.write_all(request.as_bytes()).await.unwrap();
-    let mut out = String::new();
-    tcp.read_to_string(&mut out).await.unwrap();
-    let status = out
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("not an HTTP response: {out}"));
-    let body = out.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    let json = serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"));
+    let (status, body) =
+        portcullis::cli::admin_call(admin, http::Method::GET, path, Some(token), None)
+            .await
+            .unwrap();
+    let json = serde_json::from_str(&body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"));
     (status, json)
 }
 

@@ -13,7 +13,6 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 
 use portcullis_audit::record::Record;
-use portcullis_audit::segment;
 use portcullis_tests::gateway::{Answer, TestGateway};
 use portcullis_tests::mock_upstream::{MockUpstream, Reply};
 use portcullis_tests::oidc::{Idp, SigningKey, provider_toml};
@@ -301,16 +300,7 @@ impl Env {
     }
 
     fn records(&self) -> Vec<Record> {
-        let mut out = Vec::new();
-        for (_, path) in segment::list(&self.state.path().join("audit")).unwrap_or_default() {
-            let bytes = std::fs::read(path).unwrap();
-            for line in bytes.split_inclusive(|&b| b == b'\n') {
-                if let Some(line) = line.strip_suffix(b"\n") {
-                    out.push(Record::parse(line).unwrap());
-                }
-            }
-        }
-        out
+        portcullis_tests::audit_records(&self.state.path().join("audit"))
     }
 
     fn records_of(&self, kind: &str, approval: &str) -> Vec<Value> {

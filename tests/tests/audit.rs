@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use portcullis_audit::note::SigningKey;
 use portcullis_audit::record::{self, Record};
-use portcullis_audit::{har, merkle, segment, verify};
+use portcullis_audit::{har, merkle, verify};
+use portcullis_tests::audit_records as records;
 use portcullis_tests::gateway::{Answer, TestGateway, config_file_text};
 use portcullis_tests::mock_upstream::{MockUpstream, Reply};
 use portcullis_tests::oidc::{Idp, SigningKey as IdpKey, provider_toml};
@@ -62,20 +63,6 @@ fn decision_on_disk(dir: &Path, request_id: &str) -> bool {
     records(dir).iter().any(|r| {
         r.kind == "request.decision" && r.fields["request_id"].as_str() == Some(request_id)
     })
-}
-
-/// Every record line of the log in `dir` (whole lines only).
-fn records(dir: &Path) -> Vec<Record> {
-    let mut out = Vec::new();
-    for (_, path) in segment::list(dir).unwrap_or_default() {
-        let bytes = std::fs::read(path).unwrap();
-        for line in bytes.split_inclusive(|&b| b == b'\n') {
-            if let Some(line) = line.strip_suffix(b"\n") {
-                out.push(Record::parse(line).unwrap());
-            }
-        }
-    }
-    out
 }
 
 async fn env(on_failure: &str) -> Env {

@@ -20,6 +20,7 @@ use crate::auth::AuthError;
 use crate::gateway::Gateway;
 use crate::plugin::Principal;
 use crate::proxy::{Body, full};
+use crate::server::json;
 
 /// The largest decision body accepted.
 const BODY_LIMIT: usize = 16 * 1024;
@@ -105,7 +106,7 @@ where
                 .filter(|r| visible(r, &caller))
                 .map(|r| view(r, &caller))
                 .collect();
-            Ok(json_response(StatusCode::OK, &json!({"approvals": views})))
+            Ok(json(StatusCode::OK, &json!({"approvals": views})))
         }
         (Method::GET, [id]) => {
             let (request, grants, notifications) = approvals
@@ -117,7 +118,7 @@ where
             let mut shown = view(&request, &caller);
             shown["grants"] = json!(grants);
             shown["notifications"] = json!(notifications);
-            Ok(json_response(StatusCode::OK, &shown))
+            Ok(json(StatusCode::OK, &shown))
         }
         (Method::POST, [id, action @ ("approve" | "deny")]) => {
             let id = id.to_string();
@@ -127,7 +128,7 @@ where
                 .decide(&id, &caller, approve, verdict)
                 .await
                 .map_err(ApiError::Decide)?;
-            Ok(json_response(StatusCode::OK, &view(&decided, &caller)))
+            Ok(json(StatusCode::OK, &view(&decided, &caller)))
         }
         (_, [] | [_] | [_, "approve" | "deny"]) => Err(ApiError::MethodNotAllowed),
         _ => Err(ApiError::NotFound(format!("no such API path {path}"))),
@@ -237,7 +238,7 @@ fn reject(e: &ApiError) -> Response<Body> {
             )
         }
     };
-    let mut response = json_response(
+    let mut response = json(
         status,
         &json!({"error": {"code": code, "message": message}}),
     );
@@ -249,21 +250,6 @@ fn reject(e: &ApiError) -> Response<Body> {
             .headers_mut()
             .insert(header::WWW_AUTHENTICATE, value);
     }
-    response
-}
-
-fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
-    let mut response = Response::new(full(format!("{value:#}\n")));
-    *response.status_mut() = status;
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/json"),
-    );
-    headers.insert(
-        header::CACHE_CONTROL,
-        http::HeaderValue::from_static("no-store"),
-    );
     response
 }
 
