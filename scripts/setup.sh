@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Install what building guest plugins and running the end-to-end tests needs, when it is
 # missing; a no-op when it is there.
-#  - Rust guests: nothing when rustup has the wasm32-wasip2 target; otherwise Debian's
-#    rustc-web packages (apt, root). Never downloads a toolchain itself.
+#  - Rust guests: nothing when rustup has the wasm32-unknown-unknown and wasm32-wasip2 targets;
+#    otherwise Debian's rustc-web packages (apt, root). Never downloads a toolchain itself.
 #  - Python guests: componentize-py (PyPI) in a virtualenv under target/tools/venv.
 #  - Azure Storage tests: the Azurite emulator (npm) under target/tools/azurite, with Debian's
 #    nodejs/npm when node is missing, and the Python SDK azure-storage-blob in the same venv.
@@ -21,7 +21,8 @@ AZURE_CORE_VERSION=1.41.0
 install_rust_guest_toolchain() {
     local sysroot
     sysroot="$(rustc --print sysroot)"
-    if [[ -d "$sysroot/lib/rustlib/wasm32-wasip2/lib" ]]; then
+    if [[ -d "$sysroot/lib/rustlib/wasm32-unknown-unknown/lib" \
+        && -d "$sysroot/lib/rustlib/wasm32-wasip2/lib" ]]; then
         return 0
     fi
     local packages=(rustc-web cargo-web rust-web-src rust-web-llvm lld-22 wasi-libc)
@@ -33,7 +34,8 @@ install_rust_guest_toolchain() {
         return 0
     fi
     if ! command -v apt-get >/dev/null; then
-        echo "setup: no wasm32-wasip2 target and no apt-get: run 'rustup target add wasm32-wasip2'" >&2
+        echo "setup: no wasm targets and no apt-get: run" \
+            "'rustup target add wasm32-unknown-unknown wasm32-wasip2'" >&2
         return 1
     fi
     echo "setup: installing ${missing[*]}"

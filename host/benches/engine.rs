@@ -11,7 +11,7 @@ use std::sync::Arc;
 use criterion::{Criterion, criterion_group, criterion_main};
 use portcullis::plugin::{
     EngineSettings, InstanceMode, Plugin, PluginEngine, PluginSet, PluginSettings, PluginSpec,
-    Principal, Request, RequestVerdict, load_plugin,
+    Principal, Request, RequestDecision, RequestVerdict, load_plugin,
 };
 
 fn plugin_file(name: &str) -> PathBuf {
@@ -86,6 +86,11 @@ fn bench(c: &mut Criterion) {
     let chain = set
         .chain(&["allow-all", "plugin-template", "misbehave"])
         .unwrap();
+    // The same length with plugins built the default way (no WASI; `misbehave` is a wasip2
+    // build, to probe the WASI sandbox): what a chain of first-party-style plugins costs.
+    let core_chain = set
+        .chain(&["allow-all", "plugin-template", "deny-operations"])
+        .unwrap();
     let req = request();
     let h = headers();
     let rt = &rt;
@@ -105,12 +110,18 @@ fn bench(c: &mut Criterion) {
             assert!(matches!(v, RequestVerdict::Allow));
         })
     });
-    g.bench_function("chain_of_3_fresh", |b| {
-        b.to_async(rt).iter(|| async {
-            let out = chain.on_request(black_box(&req), &h).await.unwrap();
-            assert_eq!(out.trace.len(), 3);
-        })
-    });
+    for (name, chain) in [
+        ("chain_of_3_fresh", &chain),
+        ("chain_of_3_core_fresh", &core_chain),
+    ] {
+        g.bench_function(name, |b| {
+            b.to_async(rt).iter(|| async {
+                let out = chain.on_request(black_box(&req), &h).await.unwrap();
+                assert_eq!(out.trace.len(), 3);
+                assert!(matches!(out.decision, RequestDecision::Continue));
+            })
+        });
+    }
     g.finish();
 
     guard(c, rt, &engine, &fresh, &req, &h);
@@ -267,6 +278,16 @@ async fn load(engine: &PluginEngine) -> (Arc<Plugin>, Arc<Plugin>, PluginSet) {
         load_plugin(
             engine,
             &spec("misbehave", InstanceMode::Fresh, serde_json::json!({})),
+        )
+        .await
+        .unwrap(),
+        load_plugin(
+            engine,
+            &spec(
+                "deny-operations",
+                InstanceMode::Fresh,
+                serde_json::json!({"operations": ["Microsoft.Resources/subscriptions/resourceGroups/delete"]}),
+            ),
         )
         .await
         .unwrap(),

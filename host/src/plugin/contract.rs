@@ -57,8 +57,9 @@ pub fn check_is_component(file: &str, bytes: &[u8]) -> Result<(), PluginError> {
     // Bytes 6..8 are the layer: 0 for a core module, 1 for a component.
     if bytes[6..8] == [0, 0] {
         return Err(invalid(
-            "a core WebAssembly module, not a component: build for wasm32-wasip2 \
-             (or wrap it with `wasm-tools component new`)",
+            "a core WebAssembly module, not a component: wrap it with \
+             `portcullis-componentize` (what scripts/build-plugins.sh does) or \
+             `wasm-tools component new`, or build for wasm32-wasip2",
         ));
     }
     Ok(())
