@@ -52,18 +52,24 @@ build() {
     shift
     local pkg_args=()
     for p in "$@"; do pkg_args+=(-p "$p"); done
-    local debian_libs=""
-    [[ "$target" == wasm32-wasip2 ]] && debian_libs=/usr/lib/wasm32-wasi
+    local flags="" debian_libs=""
+    if [[ "$target" == wasm32-unknown-unknown ]]; then
+        # 1 MiB of heap after the 1 MiB stack and the data, which the SDK's allocator uses
+        # before it grows memory (sdk/src/heap.rs).
+        flags="-C link-arg=--initial-memory=2097152"
+    else
+        debian_libs=/usr/lib/wasm32-wasi
+    fi
+    local target_env
+    target_env="CARGO_TARGET_$(echo "$target" | tr 'a-z-' 'A-Z_')_RUSTFLAGS"
     if [[ -n "$sysroot" && -d "$sysroot/lib/rustlib/$target/lib" ]]; then
         echo "build-plugins: $target through rustup ($target std found in $sysroot)"
-        cargo build --profile plugin --target "$target" --target-dir "$target_dir" "${pkg_args[@]}"
+        env "$target_env=$flags" \
+            cargo build --profile plugin --target "$target" --target-dir "$target_dir" "${pkg_args[@]}"
     elif [[ -x /usr/bin/rustc && -x /usr/bin/cargo && -d /usr/lib/rustlib/src/rust/library \
             && -e /usr/bin/rust-lld && ( -z "$debian_libs" || -d "$debian_libs" ) ]]; then
         echo "build-plugins: $target through Debian ($(/usr/bin/rustc --version)), std rebuilt"
-        local flags=""
-        [[ -n "$debian_libs" ]] && flags="-L native=$debian_libs"
-        local target_env
-        target_env="CARGO_TARGET_$(echo "$target" | tr 'a-z-' 'A-Z_')_RUSTFLAGS"
+        [[ -n "$debian_libs" ]] && flags="$flags${flags:+ }-L native=$debian_libs"
         env RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc RUSTC_BOOTSTRAP=1 "$target_env=$flags" \
             /usr/bin/cargo build --profile plugin --target "$target" --target-dir "$target_dir" \
             -Zbuild-std=std,panic_abort "${pkg_args[@]}"

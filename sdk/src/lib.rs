@@ -31,6 +31,8 @@
 //! those functions.
 #![deny(missing_docs)]
 
+#[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+mod heap;
 pub mod json;
 pub mod matching;
 pub mod pointer;

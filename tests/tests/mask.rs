@@ -282,6 +282,32 @@ async fn field_rules_and_strategies_apply_to_json_with_findings_but_never_values
     }
 }
 
+/// A body of several MiB: the plugin reads and parses it in its own memory, far past what its
+/// initial linear memory holds, so its allocator must grow memory (`sdk/src/heap.rs`) and keep
+/// every allocation intact across the growth.
+#[tokio::test]
+async fn a_multi_megabyte_json_body_is_masked_in_full() {
+    let plugin = mask_plugin(json!({
+        "fields": [{"pointer": "/items/*/key", "kind": "storage-key", "label": "SECRET"}]
+    }))
+    .await;
+    let items: Vec<Value> = (0..20_000)
+        .map(|i| json!({"id": format!("item-{i}"), "key": format!("k-{i}"), "note": "x".repeat(150)}))
+        .collect();
+    let body = json!({ "items": items }).to_string();
+    assert!(body.len() > 3 << 20, "{} bytes", body.len());
+    let masked = run(&plugin, "application/json", &body).await;
+    assert!(masked.changed);
+    assert_eq!(masked.masked, 20_000);
+    let value: Value = serde_json::from_slice(&masked.body).unwrap();
+    let items = value["items"].as_array().unwrap();
+    assert_eq!(items.len(), 20_000);
+    for (i, item) in items.iter().enumerate() {
+        assert_eq!(item["key"], "[SECRET]", "item {i}");
+        assert_eq!(item["id"], format!("item-{i}"));
+    }
+}
+
 #[tokio::test]
 async fn content_types_decide_how_a_body_is_read() {
     let plugin = mask_plugin(json!({"fields": [{"pointer": "/a", "kind": "a"}]})).await;

@@ -99,14 +99,6 @@ impl PluginEngine {
             .wasm_component_model(true)
             .epoch_interruption(true)
             .memory_init_cow(true)
-            // Bounds checks in the code instead of guard pages and signal handlers. With guard
-            // pages, a guest that grows its memory (every Rust guest built without WASI:
-            // Rust's allocator grows on its first allocation) costs two `mprotect`s per fresh
-            // instance, one to grow and one to shrink back at the next instantiation, each a
-            // TLB shootdown across the gateway's threads: 19 µs -> 9 µs per fresh call
-            // (BENCHMARKS.md), for ≈ 5% on guest-heavy work (guard, 100 rules, reused).
-            .memory_guard_size(0)
-            .signals_based_traps(false)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config).map_err(engine_error)?;
 
