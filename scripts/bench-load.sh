@@ -54,10 +54,9 @@ target_dir="${CARGO_TARGET_DIR:-$root/target}"
 plugin_dir="${PLUGIN_DIR:-$root/target/plugins}" # where scripts/build-plugins.sh puts them
 
 # The three plugins of the 3-plugin route: the chain of host/benches/engine.rs
-# `chain_of_3_core_fresh`, all built the default way (no WASI). Each allows `GET /`: allow-all
-# always; plugin-template blocks only DELETE under /admin/**; deny-operations denies only the
-# operation it is configured with (a DELETE).
-chain_plugins=(allow-all plugin-template deny-operations)
+# `chain_of_3_fresh`. Each allows `GET /`: allow-all always; plugin-template blocks only DELETE
+# under /admin/**; misbehave does nothing without an `x-misbehave` header or a `mode` config.
+chain_plugins=(allow-all plugin-template misbehave)
 
 log() { echo "bench-load: $*" >&2; }
 die() {
@@ -194,8 +193,6 @@ if [[ $only_baseline -eq 0 ]]; then
             printf '\n[[plugin]]\nname = "%s"\nfile = "%s.wasm"\ninstance = "%s"\n' "$p" "$p" "$instance"
             if [[ "$p" == plugin-template ]]; then
                 printf '[plugin.config]\nblocked_methods = ["DELETE"]\npaths = ["/admin/**"]\n'
-            elif [[ "$p" == deny-operations ]]; then
-                printf '[plugin.config]\noperations = ["DELETE /"]\n'
             fi
         done
         printf '\n[[route]]\nname = "bench"\nauthentication = "none"\nupstream = "%s"\nplugins = [%s]\n' "$upstream_url" "$list"
