@@ -88,12 +88,12 @@
 //!
 //! # Cost
 //! One validating pass over a JSON body (no tree, no recursion; at most [`MAX_DEPTH`] nested
-//! containers, else [`MaskError::TooDeep`]), plus one search of the whole body for the
-//! alternation of every context-free pattern (a pattern with anchors gets no such search). A
-//! string value is then searched on its own only where that search found a match touching it
-//! (or when it has escapes, or a pattern has anchors: see `Prefilter`); a search per string
-//! value costs tens of nanoseconds even when it finds nothing. The output is built only once something is
-//! rewritten, by copying the untouched bytes around the rewritten values.
+//! containers, else [`MaskError::TooDeep`]). Each string value that a regex edit may decide is
+//! asked once whether any pattern of the program matches in it (one [`regex::RegexSet`] of
+//! them all); only a value some pattern matches in is searched for spans, and only with the
+//! patterns that match in it. Whether a member name must be hidden from locations is worked
+//! out once per distinct name. The output is built only once something is rewritten, by
+//! copying the untouched bytes around the rewritten values.
 use std::fmt::Write as _;
 use std::sync::{Arc, LazyLock};
 
@@ -317,10 +317,14 @@ pub fn summarize<'a>(findings: impl IntoIterator<Item = &'a Finding>) -> String 
 /// Most distinct (kind, location) pairs reported for one body.
 pub const FINDINGS_MAX: usize = 256;
 
-/// Counts of masked values by (edit kind, location), bounded by [`FINDINGS_MAX`].
+/// Counts of masked values by (edit kind, location), bounded by [`FINDINGS_MAX`]. Looked up
+/// without allocating: a masked listing counts thousands of values at a handful of locations.
 #[derive(Default)]
 struct Findings {
-    counts: std::collections::BTreeMap<(String, String), u32>,
+    /// Count by location, by kind.
+    counts: foldhash::HashMap<String, foldhash::HashMap<String, u32>>,
+    /// Number of (kind, location) pairs in `counts`.
+    pairs: usize,
 }
 
 impl Findings {
@@ -328,23 +332,47 @@ impl Findings {
     fn add(&mut self, program: &Program<'_>, id: EditId, location: &str, n: usize) {
         let kind = program.kinds.get(id as usize).copied().unwrap_or_default();
         let n = u32::try_from(n).unwrap_or(u32::MAX);
-        let mut key = (kind.to_owned(), location.to_owned());
-        if !self.counts.contains_key(&key) && self.counts.len() >= FINDINGS_MAX {
-            key.1 = "(more)".to_owned();
+        if !self.counts.contains_key(kind) {
+            self.counts
+                .insert(kind.to_owned(), foldhash::HashMap::default());
         }
-        let count = self.counts.entry(key).or_default();
+        let Some(by_location) = self.counts.get_mut(kind) else {
+            return;
+        };
+        let count = match by_location.get_mut(location) {
+            Some(count) => count,
+            None => {
+                let location = if self.pairs < FINDINGS_MAX {
+                    location
+                } else {
+                    "(more)"
+                };
+                if !by_location.contains_key(location) {
+                    self.pairs += 1;
+                }
+                by_location.entry(location.to_owned()).or_default()
+            }
+        };
         *count = count.saturating_add(n);
     }
 
+    /// The findings sorted by kind, then location.
     fn into_list(self) -> Vec<Finding> {
-        self.counts
+        let mut list: Vec<Finding> = self
+            .counts
             .into_iter()
-            .map(|((kind, location), count)| Finding {
-                kind,
-                count,
-                location,
+            .flat_map(|(kind, by_location)| {
+                by_location
+                    .into_iter()
+                    .map(move |(location, count)| Finding {
+                        kind: kind.clone(),
+                        count,
+                        location,
+                    })
             })
-            .collect()
+            .collect();
+        list.sort_unstable_by(|a, b| (&a.kind, &a.location).cmp(&(&b.kind, &b.location)));
+        list
     }
 }
 
@@ -553,7 +581,8 @@ impl<'a> Program<'a> {
                         mac.update(value.as_bytes());
                         let digest = mac.finalize().into_bytes();
                         for b in digest.iter().take(8) {
-                            let _ = write!(out, "{b:02x}");
+                            out.push(HEX[usize::from(b >> 4)].into());
+                            out.push(HEX[usize::from(b & 15)].into());
                         }
                     }
                     // Unreachable: compile refuses hash without a key. Reveal nothing.
@@ -679,33 +708,6 @@ fn entropy(text: &str) -> f64 {
         .sum()
 }
 
-/// Whether a pattern's matches never depend on what lies outside the searched text: no `^`,
-/// `$`, `\A` or `\z` outside a character class. Then a match inside a JSON string is also a
-/// match at the same place in the whole body (word boundaries agree: the quotes around a
-/// string are not word characters, like the edge of a text). Conservative: a pattern with `#`
-/// (possibly a verbose-mode comment) and a literal `]` opening a class count as dependent. The
-/// class depth tracked here never exceeds the real one, so an anchor is never missed.
-fn context_free(pattern: &str) -> bool {
-    if pattern.contains('#') {
-        return false;
-    }
-    let mut depth = 0usize;
-    let mut chars = pattern.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '\\' => match chars.next() {
-                Some('A' | 'z') | None => return false,
-                Some(_) => {}
-            },
-            '[' => depth += 1,
-            ']' if depth > 0 => depth -= 1,
-            '^' | '$' if depth == 0 => return false,
-            _ => {}
-        }
-    }
-    true
-}
-
 /// RFC 6901: `""` or `/`-separated segments with `~1` → `/` and `~0` → `~`.
 fn parse_pointer(pointer: &str) -> Option<Vec<Segment>> {
     if pointer.is_empty() {
@@ -802,8 +804,12 @@ fn mask_text(
             id: r.id,
         });
     }
-    for edit in &program.regexes {
-        edit.find_spans(text, &mut spans);
+    // One scan for which patterns match at all, then a search with each of those only.
+    let matching = union_of(&program.regexes).map(|union| union.matches(text));
+    for (i, edit) in program.regexes.iter().enumerate() {
+        if matching.as_ref().is_none_or(|m| m.matched(i)) {
+            edit.find_spans(text, &mut spans);
+        }
     }
     merge_spans(&mut spans);
     if spans.is_empty() {
@@ -834,25 +840,26 @@ struct Frame {
     alive: Vec<usize>,
 }
 
-/// The alternation of context-free `patterns`, so that one scan of a JSON body prefilters them
-/// all (each pattern on its own costs a scan; most of the executor's time on a large body).
-/// The alternation is context-free too, so [`Prefilter`]'s argument holds for it: a string one
-/// of the patterns matches in is overlapped by a match of the alternation. Compiled once per
-/// distinct set of patterns (a plugin's plans repeat from one response to the next) and kept
-/// in a bounded cache; `None` when it does not compile within the size limit (then each
-/// pattern prefilters on its own).
-fn union_of(patterns: &[&regex::Regex]) -> Option<Arc<regex::Regex>> {
-    static UNIONS: LazyLock<quick_cache::sync::Cache<String, Option<Arc<regex::Regex>>>> =
-        LazyLock::new(|| quick_cache::sync::Cache::new(64));
-    let source = patterns
-        .iter()
-        .map(|re| format!("(?:{})", re.as_str()))
-        .collect::<Vec<_>>()
-        .join("|");
+/// Every pattern of a program's regex edits as one [`regex::RegexSet`], to ask once per string
+/// value whether any of them matches in it (most values match none: searching them with each
+/// pattern in turn was most of the executor's time) and, for a value some do, which ones: only
+/// those search it for spans. Each value is searched as a haystack of its own, so the set
+/// reports exactly the patterns that a search of that value with each would find a match of.
+/// Compiled once per distinct list of patterns (a plugin's plans repeat from one response to
+/// the next) and kept in a bounded cache. `None` when it does not compile within
+/// [`UNION_SIZE_MAX`], or when there are no regex edits: then every value is searched with
+/// every pattern.
+fn union_of(regexes: &[RegexEdit<'_>]) -> Option<Arc<regex::RegexSet>> {
+    type Cache = quick_cache::sync::Cache<Vec<String>, Option<Arc<regex::RegexSet>>>;
+    static UNIONS: LazyLock<Cache> = LazyLock::new(|| Cache::new(64));
+    if regexes.is_empty() {
+        return None;
+    }
+    let key: Vec<String> = regexes.iter().map(|e| e.re.as_str().to_owned()).collect();
     UNIONS
-        .get_or_insert_with(&source, || {
+        .get_or_insert_with(&key, || {
             Ok::<_, std::convert::Infallible>(
-                regex::RegexBuilder::new(&source)
+                regex::RegexSetBuilder::new(&key)
                     .size_limit(UNION_SIZE_MAX)
                     .build()
                     .ok()
@@ -863,65 +870,15 @@ fn union_of(patterns: &[&regex::Regex]) -> Option<Arc<regex::Regex>> {
         .flatten()
 }
 
+/// Lower-case hexadecimal digits.
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
 /// Compiled size limit of a union of patterns.
 const UNION_SIZE_MAX: usize = 8 << 20;
 
-/// Where a regex matches in the whole JSON body, so that string values it cannot match in
-/// are not searched one by one (a search costs tens of nanoseconds even on a short string).
-///
-/// Sound for context-free patterns (see [`context_free`]) and strings without escapes: if the
-/// pattern matches inside a string whose content is `[a, b)`, the leftmost-first scan of the
-/// whole body reports a match that overlaps `[a, b)` or starts in it (a body match that ends
-/// before `a` only moves the scan forward; the string's own match is still ahead of it). A
-/// string with such a body match is then searched on its own, so the masks are exactly those
-/// of a search of every string.
-struct Prefilter {
-    /// Body matches in order; `None`: search every string.
-    matches: Option<Vec<(usize, usize)>>,
-    /// First match that may still concern the current or a later string.
-    next: usize,
-}
-
-impl Prefilter {
-    fn new(re: &regex::Regex, body: &str) -> Prefilter {
-        // So many matches that the filter would not spare searches: do without it.
-        let most = body.len() / 32 + 64;
-        let matches = context_free(re.as_str())
-            .then(|| {
-                let mut matches = Vec::new();
-                for m in re.find_iter(body) {
-                    if matches.len() == most {
-                        return None;
-                    }
-                    matches.push((m.start(), m.end()));
-                }
-                Some(matches)
-            })
-            .flatten();
-        Prefilter { matches, next: 0 }
-    }
-
-    /// Whether the pattern may match inside the string content `[a, b)`. Strings must be asked
-    /// about in body order.
-    fn may_match(&mut self, a: usize, b: usize) -> bool {
-        let Some(matches) = &self.matches else {
-            return true;
-        };
-        if a == b {
-            return false;
-        }
-        // Skip body matches that end before `a` (and empty ones at `a` that began earlier:
-        // impossible, kept for clarity): they concern no later string either.
-        while let Some(&(t, u)) = matches.get(self.next) {
-            if u < a || (u == a && t < a) {
-                self.next += 1;
-            } else {
-                break;
-            }
-        }
-        matches.get(self.next).is_some_and(|&(t, _)| t < b)
-    }
-}
+/// How many distinct member names a masking pass remembers the answer for (whether a regex
+/// edit matches them); names past that are searched each time they are needed.
+const HIDDEN_NAMES_MAX: usize = 4096;
 
 /// One pass over a JSON document: validates it (RFC 8259) and rewrites the values that a
 /// pointer reaches or a regex matches, copying everything else as is.
@@ -944,27 +901,20 @@ struct JsonMasker<'p, 'b, 'f> {
     /// What reaches the value about to be parsed.
     next_covered: Option<EditId>,
     next_alive: Vec<usize>,
-    /// One per regex edit of the program; none for the edits the union stands for.
-    prefilters: Vec<Option<Prefilter>>,
-    /// One prefilter for all context-free patterns together (see [`union_of`]).
-    union: Option<Prefilter>,
+    /// Whether any regex edit of the program may match in a string (see [`union_of`]).
+    union: Option<Arc<regex::RegexSet>>,
+    /// Whether a regex edit matches a member name, by name (see [`JsonMasker::locate`]).
+    hidden_names: foldhash::HashMap<String, bool>,
     /// Reused buffers.
     unescaped: String,
     key: String,
     rewritten: String,
     spans: Vec<Span>,
-    wanted: Vec<usize>,
 }
 
 impl<'p, 'b, 'f> JsonMasker<'p, 'b, 'f> {
     fn new(src: &'b str, program: &'p Program<'p>, findings: &'f mut Findings) -> Self {
-        let free: Vec<&regex::Regex> = program
-            .regexes
-            .iter()
-            .map(|e| e.re)
-            .filter(|re| context_free(re.as_str()))
-            .collect();
-        let union = (free.len() >= 2).then(|| union_of(&free)).flatten();
+        let union = union_of(&program.regexes);
         let mut next_covered = None;
         let mut next_alive = Vec::new();
         for (i, p) in program.pointers.iter().enumerate() {
@@ -988,20 +938,12 @@ impl<'p, 'b, 'f> JsonMasker<'p, 'b, 'f> {
             open: 0,
             next_covered,
             next_alive,
-            prefilters: program
-                .regexes
-                .iter()
-                .map(|e| match union.is_some() && context_free(e.re.as_str()) {
-                    true => None,
-                    false => Some(Prefilter::new(e.re, src)),
-                })
-                .collect(),
-            union: union.map(|u| Prefilter::new(&u, src)),
+            union,
+            hidden_names: foldhash::HashMap::default(),
             unescaped: String::new(),
             key: String::new(),
             rewritten: String::new(),
             spans: Vec::new(),
-            wanted: Vec::new(),
         }
     }
 
@@ -1255,30 +1197,12 @@ impl<'p, 'b, 'f> JsonMasker<'p, 'b, 'f> {
         let (start, end, escaped) = self.string()?;
         let covered = self.next_covered;
         let below = covered.unwrap_or(EditId::MAX);
-        // The regex edits that may match here: those the prefilter cannot rule out (it only
-        // knows raw bytes, so a string with escapes is always searched).
-        let mut wanted = std::mem::take(&mut self.wanted);
-        wanted.clear();
-        let mut union_may = None;
-        for (i, edit) in self.program.regexes.iter().enumerate() {
-            if edit.id >= below {
-                break;
-            }
-            let may = escaped
-                || match &mut self.prefilters[i] {
-                    Some(own) => own.may_match(start, end),
-                    None => *union_may.get_or_insert_with(|| {
-                        self.union
-                            .as_mut()
-                            .is_none_or(|union| union.may_match(start, end))
-                    }),
-                };
-            if may {
-                wanted.push(i);
-            }
-        }
-        if covered.is_none() && wanted.is_empty() {
-            self.wanted = wanted;
+        // The regex edits that may decide this value: those earlier than the pointer that
+        // covers it, if any (edits are in id order).
+        let mut edits = (self.program.regexes)
+            .get(..self.program.regexes.partition_point(|edit| edit.id < below))
+            .unwrap_or_default();
+        if covered.is_none() && edits.is_empty() {
             return Ok(());
         }
         let src = self.src;
@@ -1288,13 +1212,30 @@ impl<'p, 'b, 'f> JsonMasker<'p, 'b, 'f> {
             unescaped.clear();
             if !unescape(raw, &mut unescaped) {
                 self.unescaped = unescaped;
-                self.wanted = wanted;
                 return Err(MaskError::NotJson { offset: start });
             }
             &unescaped
         } else {
             raw
         };
+        // Which of them match at all (`None`: all may).
+        let mut matching = None;
+        if let Some(union) = self.union.as_ref().filter(|_| !edits.is_empty()) {
+            if union.is_match(value) {
+                matching = Some(union.matches(value));
+            } else {
+                edits = &[];
+                if covered.is_none() {
+                    self.unescaped = unescaped;
+                    return Ok(());
+                }
+            }
+        }
+        let edits = edits
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| matching.as_ref().is_none_or(|m| m.matched(*i)))
+            .map(|(_, edit)| edit);
         let mut spans = std::mem::take(&mut self.spans);
         spans.clear();
         match covered {
@@ -1302,8 +1243,7 @@ impl<'p, 'b, 'f> JsonMasker<'p, 'b, 'f> {
                 // The pointer's span is the whole value and every regex span merges into it:
                 // the first regex edit (lowest id) that matches at all decides the strategy.
                 let mut id = c;
-                for &i in &wanted {
-                    let edit = &self.program.regexes[i];
+                for edit in edits {
                     edit.find_spans(value, &mut spans);
                     if !spans.is_empty() {
                         id = edit.id;
@@ -1318,8 +1258,8 @@ impl<'p, 'b, 'f> JsonMasker<'p, 'b, 'f> {
                 });
             }
             None => {
-                for &i in &wanted {
-                    self.program.regexes[i].find_spans(value, &mut spans);
+                for edit in edits {
+                    edit.find_spans(value, &mut spans);
                 }
                 merge_spans(&mut spans);
             }
@@ -1336,7 +1276,6 @@ impl<'p, 'b, 'f> JsonMasker<'p, 'b, 'f> {
         }
         self.spans = spans;
         self.unescaped = unescaped;
-        self.wanted = wanted;
         Ok(())
     }
 
@@ -1426,19 +1365,32 @@ impl<'p, 'b, 'f> JsonMasker<'p, 'b, 'f> {
             let raw = self.src.get(start..end).unwrap_or_default();
             name.clear();
             // The name was validated when its member was parsed.
-            if !(escaped && unescape(raw, &mut name)) {
-                name.clear();
-                name.push_str(raw);
-            }
+            let name: &str = if escaped && unescape(raw, &mut name) {
+                &name
+            } else {
+                raw
+            };
             let hidden = *frame.key_hidden.get_or_insert_with(|| {
-                self.program.regexes.iter().any(|edit| {
-                    spans.clear();
-                    edit.find_spans(&name, &mut spans);
-                    !spans.is_empty()
-                })
+                if let Some(&hidden) = self.hidden_names.get(name) {
+                    return hidden;
+                }
+                let hidden = self.union.as_ref().is_none_or(|u| u.is_match(name))
+                    && self.program.regexes.iter().any(|edit| {
+                        spans.clear();
+                        edit.find_spans(name, &mut spans);
+                        !spans.is_empty()
+                    });
+                if self.hidden_names.len() < HIDDEN_NAMES_MAX {
+                    self.hidden_names.insert(name.to_owned(), hidden);
+                }
+                hidden
             });
             if hidden {
                 self.location.push('*');
+                continue;
+            }
+            if !name.contains(['~', '/']) {
+                self.location.push_str(name);
                 continue;
             }
             for c in name.chars() {
@@ -2462,32 +2414,60 @@ mod tests {
     }
 
     #[test]
-    fn context_free_detects_every_anchor_outside_classes() {
-        for p in [
-            r"a\d+",
-            r"[^;]+",
-            r"\bkey\b",
-            r"[$^]",
-            r"[[:alpha:]^]+",
-            r"\^\$",
-            r"[\]^]",
-            r"[^]]x",
+    fn the_union_reports_exactly_the_patterns_that_match() {
+        let edits = |compiled: &'static [regex::Regex]| -> Vec<RegexEdit<'static>> {
+            (compiled.iter().enumerate())
+                .map(|(i, re)| RegexEdit {
+                    id: i as EditId,
+                    re,
+                    group: 0,
+                    check: Check::None,
+                })
+                .collect()
+        };
+        let compiled = patterns(&[
+            "(?x) a b # a comment that must not swallow the next pattern",
+            r"(?i)key(?-i)=\d",
+            r"\Ax",
+            r"y$",
+            r"(?:^|[^A-Za-z])(z{3})\b",
+        ])
+        .leak();
+        let union = union_of(&edits(compiled)).expect("the union compiles");
+        for text in [
+            "",
+            "ab",
+            "a b",
+            "xa",
+            "ax",
+            "KEY=1",
+            "key=x",
+            "Key=9",
+            "xy",
+            "yx",
+            "zzz",
+            "azzz",
+            " zzz.",
+            "zzzz",
+            "# a comment",
+            "\\Ax",
+            "ab KEY=1 zzz",
         ] {
-            assert!(context_free(p), "{p}");
+            let each: Vec<usize> = (compiled.iter().enumerate())
+                .filter(|(_, re)| re.is_match(text))
+                .map(|(i, _)| i)
+                .collect();
+            assert_eq!(union.is_match(text), !each.is_empty(), "{text:?}");
+            assert_eq!(
+                union.matches(text).into_iter().collect::<Vec<_>>(),
+                each,
+                "{text:?}"
+            );
         }
-        for p in [
-            r"^a",
-            r"a$",
-            r"(?m)^a",
-            r"\Aa",
-            r"a\z",
-            r"[]^]",
-            r"(?x)a # [",
-            r"x|^y",
-            r"\p{^Greek}",
-        ] {
-            assert!(!context_free(p), "{p}");
-        }
+        assert!(union_of(&[]).is_none());
+        // A union too large to compile is no union: every value is then searched.
+        let huge = patterns(&[r"\w{200}", r"\w{199}"]).leak();
+        assert!(union_of(&edits(huge)).is_none());
     }
 
     /// A random JSON document whose strings mix plain text, escapes and non-ASCII.
@@ -2523,7 +2503,7 @@ mod tests {
     }
 
     #[test]
-    fn prefiltered_regex_masking_equals_searching_every_string() {
+    fn union_filtered_regex_masking_equals_searching_every_string() {
         let pats = [
             "a",
             "a*",
@@ -2544,6 +2524,10 @@ mod tests {
             r"\\",
             "\n",
             r"[\]a]",
+            "(?x) a b # a comment, then the union's next pattern",
+            "(?i)A(?-i)b",
+            r"\Ax|y\z",
+            r"(?:^|[^a])(b+)$",
         ];
         let compiled = patterns(&pats);
         let mut seed: u64 = 0x1234_5678_9abc_def1;
