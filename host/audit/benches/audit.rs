@@ -12,6 +12,11 @@
 //!   `/proc/thread-self/schedstat`, so Linux only), one producer, `Map` and `Fields` rows side
 //!   by side; plus the caller's build + hand-over time alone (until the first `Pending` poll,
 //!   i.e. without the parked wait).
+//! - `cpu/tokio/N`: the gateway's way: N tasks on a Tokio multi-thread runtime with 2 workers,
+//!   each looping over a request's two records (the decision awaited with `append_fields`, the
+//!   completion `submit_fields`-ed), and the CPU time of every thread of the process per
+//!   request (runtime workers, writer, the rest), against `serde_json` + SHA-256 of the same
+//!   two records' fields on one thread.
 //! - `request_path/…` (criterion): the caller-side pieces (building the fields as a `Map` or as
 //!   `Fields`, `append`, `submit`) and the writer's per-record staging (`write_line` of a `Map`
 //!   and `write_fields_line` of `Fields`), against `serde_json` + SHA-256 of the same fields.
@@ -20,14 +25,16 @@
 //!   parse-and-rehash of them (`Record::parse`, chain, `Frontier`).
 //!
 //! Run: `cargo bench -p portcullis-audit --bench audit` (about 120 s). An argument
-//! runs only what it names: a section (`throughput`, `cpu`, `request_path`, `verify`) or a
-//! throughput row (`throughput/batched/64`, `throughput/strict/8`, …).
+//! runs only what it names: a section (`throughput`, `cpu`, `request_path`, `verify`), a
+//! throughput row (`throughput/batched/64`, `throughput/strict/8`, …), the thread or Tokio part
+//! of `cpu` (`cpu/thread`, `cpu/tokio`) or one Tokio row (`cpu/tokio/64`).
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::hint::black_box;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::pin::pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
 use std::task::{Context, Poll, Wake, Waker};
 use std::thread::{self, Thread};
@@ -58,6 +65,8 @@ struct Scale {
     rounds: usize,
     /// Requests in each CPU row.
     cpu_requests: u64,
+    /// Requests in each Tokio CPU row (all tasks together).
+    tokio_requests: u64,
     /// Records in the verified log.
     verify_records: u64,
     /// Interleaved rounds of the verify section.
@@ -71,6 +80,7 @@ impl Scale {
                 run: Duration::from_secs(1),
                 rounds: 3,
                 cpu_requests: 20_000,
+                tokio_requests: 200_000,
                 verify_records: 200_000,
                 verify_rounds: 3,
             }
@@ -79,6 +89,7 @@ impl Scale {
                 run: Duration::from_millis(50),
                 rounds: 1,
                 cpu_requests: 200,
+                tokio_requests: 2_000,
                 verify_records: 2_000,
                 verify_rounds: 1,
             }
@@ -280,7 +291,11 @@ struct UpstreamRecord<'a> {
 
 impl Request {
     fn decision(&self) -> Fields {
-        let record = DecisionRecord {
+        Fields::from_serialize(&self.decision_record()).expect("a decision record serialises")
+    }
+
+    fn decision_record(&self) -> DecisionRecord<'_> {
+        DecisionRecord {
             request_id: &self.request_id,
             route: &self.route,
             operation: &self.operation,
@@ -300,8 +315,7 @@ impl Request {
             plugins: PluginRecords(&self.plugins),
             decision: self.decision,
             by: &self.by,
-        };
-        Fields::from_serialize(&record).expect("a decision record serialises")
+        }
     }
 
     fn completion(&self, decision_seq: u64) -> Fields {
@@ -840,6 +854,173 @@ fn cpu(scale: Scale) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// CPU per request under Tokio, as the gateway runs it.
+
+/// Every thread of this process now: thread id → (name, CPU ns from `schedstat`).
+fn threads_cpu() -> HashMap<String, (String, u64)> {
+    let mut threads = HashMap::new();
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return threads;
+    };
+    for task in tasks.filter_map(Result::ok) {
+        let path = task.path();
+        let name = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+        let tid = task.file_name().to_string_lossy().into_owned();
+        threads.insert(
+            tid,
+            (name.trim().to_string(), cpu_ns(&path.join("schedstat"))),
+        );
+    }
+    threads
+}
+
+/// The process's user + system CPU time from `/proc/self/stat` (every thread, the exited ones
+/// too), in ns; counted in ticks of 10 ms (USER_HZ is 100 on Linux).
+fn process_cpu() -> u64 {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|stat| {
+            let fields: Vec<u64> = stat
+                .rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .skip(11)
+                .take(2)
+                .map(|f| f.parse().unwrap_or(0))
+                .collect();
+            Some(fields.iter().sum::<u64>() * 10_000_000)
+        })
+        .unwrap_or(0)
+}
+
+/// One gateway request after another on this task, until `total` have been taken: the decision
+/// built as the struct, `append_fields(…, request_wait())` awaited, then the completion
+/// `submit_fields`-ed (not waited for), as host/src/audit.rs does.
+async fn gateway_requests(
+    log: Arc<AuditLog>,
+    requests: Arc<Vec<Request>>,
+    next: Arc<AtomicU64>,
+    total: u64,
+) {
+    loop {
+        let i = next.fetch_add(1, Ordering::Relaxed);
+        if i >= total {
+            return;
+        }
+        let request = &requests[i as usize % requests.len()];
+        let appended = log
+            .append_fields("request.decision", request.decision(), log.request_wait())
+            .await
+            .expect("append");
+        log.submit_fields("request.completion", request.completion(appended.seq))
+            .await
+            .expect("submit");
+    }
+}
+
+/// The baseline: `serde_json` + SHA-256 of a request's two records' fields (prebuilt `Map`s, as
+/// in `request_path/baseline_serde_json_and_sha256`), on this thread: CPU ns per request.
+fn baseline_two_records(requests: &[Request], n: u64) -> u64 {
+    let maps: Vec<_> = requests
+        .iter()
+        .map(|r| (r.decision_fields(), r.completion_fields(7)))
+        .collect();
+    let mut out = Vec::with_capacity(4096);
+    let cpu = this_thread_cpu();
+    for i in 0..n {
+        let (decision, completion) = &maps[i as usize % maps.len()];
+        for fields in [decision, completion] {
+            out.clear();
+            serde_json::to_writer(&mut out, black_box(fields)).expect("serialise");
+            black_box(Sha256::digest(&out));
+        }
+    }
+    this_thread_cpu().saturating_sub(cpu) / n.max(1)
+}
+
+fn cpu_tokio(scale: Scale, wanted: &dyn Fn(&str) -> bool) {
+    let tasks: Vec<usize> = [1, 64]
+        .into_iter()
+        .filter(|t| wanted(&format!("cpu/tokio/{t}")))
+        .collect();
+    if tasks.is_empty() {
+        return;
+    }
+    let requests = requests(1024);
+    let n = scale.tokio_requests;
+    println!(
+        "\n## cpu/tokio: a multi-thread runtime with 2 workers, batched 100 ms, {n} gateway requests per row (2 records each); CPU of every thread of the process from schedstat"
+    );
+    println!(
+        "| row | tasks | wall µs/request | workers CPU µs/request | writer CPU µs/request | other threads CPU µs/request | total CPU µs/request | process CPU µs/request (/proc/self/stat) | records per write(2) |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for &tasks in &tasks {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let log = Arc::new(open_log(dir.path(), BATCHED, 1000));
+        let writer = WriterThread::find().expect("the audit-writer thread");
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("bench-tokio")
+            .build()
+            .expect("a Tokio runtime");
+        let next = Arc::new(AtomicU64::new(0));
+        let (before, process_before, writes) = (threads_cpu(), process_cpu(), writer.writes());
+        let started = Instant::now();
+        runtime.block_on(async {
+            let handles: Vec<_> = (0..tasks)
+                .map(|_| {
+                    tokio::spawn(gateway_requests(
+                        log.clone(),
+                        requests.clone(),
+                        next.clone(),
+                        n,
+                    ))
+                })
+                .collect();
+            for handle in handles {
+                handle.await.expect("a request task");
+            }
+            // Completions may still be queued: one more append, answered after all of them
+            // (the queue is FIFO), so that the writer's CPU time covers them.
+            log.append_fields("bench.flush", Fields::new(), Wait::Written)
+                .await
+                .expect("flush");
+        });
+        let wall = started.elapsed();
+        let (after, process_after) = (threads_cpu(), process_cpu());
+        let writes = writer.writes().saturating_sub(writes);
+        let (mut workers, mut writer_cpu, mut other) = (0, 0, 0);
+        for (tid, (name, cpu)) in &after {
+            let spent = cpu.saturating_sub(before.get(tid).map_or(0, |(_, c)| *c));
+            match name.as_str() {
+                "bench-tokio" => workers += spent,
+                "audit-writer" => writer_cpu += spent,
+                _ => other += spent,
+            }
+        }
+        // A thread that ended during the row is missing from `after`: the stat column counts it.
+        drop(runtime);
+        log.close().expect("close the audit log");
+        println!(
+            "| `cpu/tokio/{tasks}` | {tasks} | {:.2} | {:.2} | {:.2} | {:.2} | **{:.2}** | {:.2} | {:.1} |",
+            per(wall.as_nanos() as u64, n),
+            per(workers, n),
+            per(writer_cpu, n),
+            per(other, n),
+            per(workers + writer_cpu + other, n),
+            per(process_after.saturating_sub(process_before), n),
+            (2 * n + 1) as f64 / writes.max(1) as f64,
+        );
+    }
+    let baseline = baseline_two_records(&requests, n.min(50_000));
+    println!(
+        "| baseline: `serde_json` + SHA-256 of the two records' fields (`Map`s), one thread | — | — | — | — | — | {:.2} | — | — |",
+        baseline as f64 / 1000.0
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
 // Criterion: the pieces of the request path, and the writer's per-record staging.
 
 fn request_path(c: &mut Criterion) {
@@ -869,6 +1050,15 @@ fn request_path(c: &mut Criterion) {
         b.iter(|| {
             i += 1;
             black_box(requests[i % requests.len()].decision())
+        })
+    });
+
+    group.bench_function("decision_struct_serde_json", |b| {
+        b.iter(|| {
+            i += 1;
+            black_box(serde_json::to_vec(
+                &requests[i % requests.len()].decision_record(),
+            ))
         })
     });
 
@@ -1113,7 +1303,10 @@ fn main() {
     let scale = Scale::new(bench);
     throughput(scale, &wanted);
     if wanted("cpu") {
-        cpu(scale);
+        if wanted("cpu/thread") {
+            cpu(scale);
+        }
+        cpu_tokio(scale, &wanted);
     }
     if wanted("request_path") {
         let mut criterion = Criterion::default()

@@ -840,7 +840,6 @@ impl Writer {
     }
 
     fn write_staged(&mut self) -> Result<(), AuditError> {
-        let path = self.options.dir.join(segment::name(self.segment));
         let Some(file) = self.file.as_mut() else {
             return Err(AuditError::Unavailable("no live segment".into()));
         };
@@ -851,7 +850,13 @@ impl Writer {
         };
         // Until the commit succeeds the bytes count as unsynced, so that a rollback cuts them.
         self.unsynced_since.get_or_insert_with(Instant::now);
-        result.map_err(io(&path))
+        result.map_err(|error| self.segment_error(error))
+    }
+
+    /// An I/O error on the live segment, with its path: formatted only on failure (this runs
+    /// once per batch, and the path costs three allocations).
+    fn segment_error(&self, error: std::io::Error) -> AuditError {
+        io(&self.options.dir.join(segment::name(self.segment)))(error)
     }
 
     /// fdatasync the live segment if it has unsynced changes. The caller moves `synced` on.
@@ -865,7 +870,7 @@ impl Writer {
             } else {
                 file.sync_data()
             };
-            result.map_err(io(&self.options.dir.join(segment::name(self.segment))))?;
+            result.map_err(|error| self.segment_error(error))?;
         }
         self.unsynced_since = None;
         Ok(())
