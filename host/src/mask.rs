@@ -392,6 +392,8 @@ struct Program<'a> {
     pointers: Vec<Pointer>,
     /// Regex edits, in id order.
     regexes: Vec<RegexEdit<'a>>,
+    /// All their patterns as one set (see [`union_of`]).
+    union: Option<Arc<regex::RegexSet>>,
     ranges: Vec<RangeEdit>,
     mac: Option<Hmac<Sha256>>,
 }
@@ -450,6 +452,7 @@ impl<'a> Program<'a> {
             kinds: Vec::new(),
             pointers: Vec::new(),
             regexes: Vec::new(),
+            union: None,
             ranges: Vec::new(),
             mac: None,
         };
@@ -516,7 +519,31 @@ impl<'a> Program<'a> {
             program.mac =
                 Some(<Hmac<Sha256> as Mac>::new_from_slice(key).map_err(|_| MaskError::NoHashKey)?);
         }
+        program.union = union_of(&program.regexes);
         Ok(program)
+    }
+
+    /// The regex edits earlier than edit `below` whose pattern matches somewhere in `value`,
+    /// in id order: the only ones that can find a span in it. One question to the union of all
+    /// patterns (none of them, most of the time), and for a value some match in, which ones;
+    /// without a union, every edit earlier than `below`.
+    fn candidates(&self, value: &str, below: EditId) -> impl Iterator<Item = &RegexEdit<'a>> {
+        let edits = (self.regexes)
+            .get(..self.regexes.partition_point(|edit| edit.id < below))
+            .unwrap_or_default();
+        // `None`: every edit may match; `Some(None)`: none does.
+        let matching = self
+            .union
+            .as_ref()
+            .filter(|_| !edits.is_empty())
+            .map(|union| union.is_match(value).then(|| union.matches(value)));
+        (edits.iter().enumerate())
+            .filter(move |(i, _)| match &matching {
+                None => true,
+                Some(None) => false,
+                Some(Some(m)) => m.matched(*i),
+            })
+            .map(|(_, edit)| edit)
     }
 
     /// Rewrite `value` into `out`: the merged `spans` with their strategies, the rest as is,
@@ -804,12 +831,8 @@ fn mask_text(
             id: r.id,
         });
     }
-    // One scan for which patterns match at all, then a search with each of those only.
-    let matching = union_of(&program.regexes).map(|union| union.matches(text));
-    for (i, edit) in program.regexes.iter().enumerate() {
-        if matching.as_ref().is_none_or(|m| m.matched(i)) {
-            edit.find_spans(text, &mut spans);
-        }
+    for edit in program.candidates(text, EditId::MAX) {
+        edit.find_spans(text, &mut spans);
     }
     merge_spans(&mut spans);
     if spans.is_empty() {
@@ -901,8 +924,6 @@ struct JsonMasker<'p, 'b, 'f> {
     /// What reaches the value about to be parsed.
     next_covered: Option<EditId>,
     next_alive: Vec<usize>,
-    /// Whether any regex edit of the program may match in a string (see [`union_of`]).
-    union: Option<Arc<regex::RegexSet>>,
     /// Whether a regex edit matches a member name, by name (see [`JsonMasker::locate`]).
     hidden_names: foldhash::HashMap<String, bool>,
     /// Reused buffers.
@@ -914,7 +935,6 @@ struct JsonMasker<'p, 'b, 'f> {
 
 impl<'p, 'b, 'f> JsonMasker<'p, 'b, 'f> {
     fn new(src: &'b str, program: &'p Program<'p>, findings: &'f mut Findings) -> Self {
-        let union = union_of(&program.regexes);
         let mut next_covered = None;
         let mut next_alive = Vec::new();
         for (i, p) in program.pointers.iter().enumerate() {
@@ -938,7 +958,6 @@ impl<'p, 'b, 'f> JsonMasker<'p, 'b, 'f> {
             open: 0,
             next_covered,
             next_alive,
-            union,
             hidden_names: foldhash::HashMap::default(),
             unescaped: String::new(),
             key: String::new(),
@@ -1196,13 +1215,7 @@ impl<'p, 'b, 'f> JsonMasker<'p, 'b, 'f> {
         let token_start = self.pos;
         let (start, end, escaped) = self.string()?;
         let covered = self.next_covered;
-        let below = covered.unwrap_or(EditId::MAX);
-        // The regex edits that may decide this value: those earlier than the pointer that
-        // covers it, if any (edits are in id order).
-        let mut edits = (self.program.regexes)
-            .get(..self.program.regexes.partition_point(|edit| edit.id < below))
-            .unwrap_or_default();
-        if covered.is_none() && edits.is_empty() {
+        if covered.is_none() && self.program.regexes.is_empty() {
             return Ok(());
         }
         let src = self.src;
@@ -1218,24 +1231,11 @@ impl<'p, 'b, 'f> JsonMasker<'p, 'b, 'f> {
         } else {
             raw
         };
-        // Which of them match at all (`None`: all may).
-        let mut matching = None;
-        if let Some(union) = self.union.as_ref().filter(|_| !edits.is_empty()) {
-            if union.is_match(value) {
-                matching = Some(union.matches(value));
-            } else {
-                edits = &[];
-                if covered.is_none() {
-                    self.unescaped = unescaped;
-                    return Ok(());
-                }
-            }
-        }
-        let edits = edits
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| matching.as_ref().is_none_or(|m| m.matched(*i)))
-            .map(|(_, edit)| edit);
+        // The regex edits that may decide this value: those earlier than the pointer that
+        // covers it, if any, and whose pattern matches in it.
+        let edits = self
+            .program
+            .candidates(value, covered.unwrap_or(EditId::MAX));
         let mut spans = std::mem::take(&mut self.spans);
         spans.clear();
         match covered {
@@ -1374,12 +1374,11 @@ impl<'p, 'b, 'f> JsonMasker<'p, 'b, 'f> {
                 if let Some(&hidden) = self.hidden_names.get(name) {
                     return hidden;
                 }
-                let hidden = self.union.as_ref().is_none_or(|u| u.is_match(name))
-                    && self.program.regexes.iter().any(|edit| {
-                        spans.clear();
-                        edit.find_spans(name, &mut spans);
-                        !spans.is_empty()
-                    });
+                let hidden = self.program.candidates(name, EditId::MAX).any(|edit| {
+                    spans.clear();
+                    edit.find_spans(name, &mut spans);
+                    !spans.is_empty()
+                });
                 if self.hidden_names.len() < HIDDEN_NAMES_MAX {
                     self.hidden_names.insert(name.to_owned(), hidden);
                 }
