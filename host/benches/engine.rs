@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use portcullis::plugin::{
-    EngineSettings, InstanceMode, Plugin, PluginEngine, PluginSet, PluginSettings, PluginSpec,
-    Principal, Request, RequestDecision, RequestVerdict, load_plugin,
+    EngineSettings, Held, InstanceMode, Plugin, PluginEngine, PluginSet, PluginSettings,
+    PluginSpec, Principal, Request, RequestDecision, RequestVerdict, ResponseVerdict, load_plugin,
 };
 
 fn plugin_file(name: &str) -> PathBuf {
@@ -100,14 +100,60 @@ fn bench(c: &mut Criterion) {
     });
     g.bench_function("allow_all_reuse", |b| {
         b.to_async(rt).iter(|| async {
-            let v = reuse.on_request(black_box(&req), &h).await.unwrap();
+            let v = reuse
+                .on_request(&mut Held::default(), black_box(&req), &h)
+                .await
+                .unwrap();
             assert!(matches!(v, RequestVerdict::Allow));
         })
     });
     g.bench_function("allow_all_fresh", |b| {
         b.to_async(rt).iter(|| async {
-            let v = fresh.on_request(black_box(&req), &h).await.unwrap();
+            let v = fresh
+                .on_request(&mut Held::default(), black_box(&req), &h)
+                .await
+                .unwrap();
             assert!(matches!(v, RequestVerdict::Allow));
+        })
+    });
+    // One request through both hooks `allow-all` declares: its instance kept between them (the
+    // default), and, for the ratio, an instance per hook (as before 2026-11-30).
+    g.bench_function("allow_all_request_and_response_fresh", |b| {
+        b.to_async(rt).iter(|| async {
+            let mut held = Held::default();
+            let v = fresh.on_request(&mut held, black_box(&req), &h).await;
+            assert!(matches!(v, Ok(RequestVerdict::Allow)));
+            let v = fresh.on_response(&mut held, &req, 200, &h).await;
+            assert!(matches!(v, Ok(ResponseVerdict::Pass)));
+        })
+    });
+    g.bench_function("allow_all_request_and_response_fresh_per_hook", |b| {
+        b.to_async(rt).iter(|| async {
+            let v = fresh
+                .on_request(&mut Held::default(), black_box(&req), &h)
+                .await;
+            assert!(matches!(v, Ok(RequestVerdict::Allow)));
+            let v = fresh.on_response(&mut Held::default(), &req, 200, &h).await;
+            assert!(matches!(v, Ok(ResponseVerdict::Pass)));
+        })
+    });
+    // The load benchmark's 3-plugin route: 5 hooks per request (`allow-all` and `misbehave`
+    // declare the response phase), 3 instances.
+    g.bench_function("chain_of_3_request_and_response_fresh", |b| {
+        b.to_async(rt).iter(|| async {
+            let mut exchange = chain.begin();
+            let out = exchange.on_request(black_box(&req), &h).await.unwrap();
+            assert!(matches!(out.decision, RequestDecision::Continue));
+            let out = exchange.on_response(&req, 200, &h).await.unwrap();
+            assert_eq!(out.trace.len(), 2);
+        })
+    });
+    g.bench_function("chain_of_3_request_and_response_fresh_per_hook", |b| {
+        b.to_async(rt).iter(|| async {
+            let out = chain.begin().on_request(black_box(&req), &h).await.unwrap();
+            assert!(matches!(out.decision, RequestDecision::Continue));
+            let out = chain.begin().on_response(&req, 200, &h).await.unwrap();
+            assert_eq!(out.trace.len(), 2);
         })
     });
     for (name, chain) in [
@@ -116,7 +162,7 @@ fn bench(c: &mut Criterion) {
     ] {
         g.bench_function(name, |b| {
             b.to_async(rt).iter(|| async {
-                let out = chain.on_request(black_box(&req), &h).await.unwrap();
+                let out = chain.begin().on_request(black_box(&req), &h).await.unwrap();
                 assert_eq!(out.trace.len(), 3);
                 assert!(matches!(out.decision, RequestDecision::Continue));
             })
@@ -181,7 +227,10 @@ fn guard(
     ] {
         g.bench_function(name, |b| {
             b.to_async(rt).iter(|| async {
-                let v = plugin.on_request(black_box(req), h).await.unwrap();
+                let v = plugin
+                    .on_request(&mut Held::default(), black_box(req), h)
+                    .await
+                    .unwrap();
                 assert!(matches!(v, RequestVerdict::Allow));
             })
         });

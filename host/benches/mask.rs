@@ -13,8 +13,8 @@ use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use portcullis::mask::{self, BodyKind, PlanRef};
 use portcullis::plugin::{
-    EngineSettings, MaskPlan, PluginEngine, PluginSettings, PluginSpec, Request, ResponseVerdict,
-    load_plugin,
+    EngineSettings, Held, MaskPlan, PluginEngine, PluginSettings, PluginSpec, Request,
+    ResponseVerdict, load_plugin,
 };
 
 const HASH_KEY: &[u8] = b"bench-hash-key-0123456789abcdef-0123456789";
@@ -118,7 +118,13 @@ fn bench(c: &mut Criterion) {
         };
         let plugin = load_plugin(&engine, &spec).await.unwrap();
         let verdict = plugin
-            .on_response_body(&request(), 200, &h, Bytes::from(body.clone()))
+            .on_response_body(
+                &mut Held::default(),
+                &request(),
+                200,
+                &h,
+                Bytes::from(body.clone()),
+            )
             .await
             .unwrap();
         let ResponseVerdict::Mask(plan) = verdict else {

@@ -693,7 +693,8 @@ pub struct PluginConfig {
     /// `fail-closed` (default) or `fail-open`.
     #[serde(default)]
     pub failure: FailurePolicy,
-    /// `fresh` (default): a new instance per call; `reuse`: instances serve `reuse_calls` calls.
+    /// `fresh` (default): a new instance per request; `reuse`: instances serve `reuse_calls`
+    /// calls.
     #[serde(default)]
     pub instance: InstanceKind,
     /// Calls one instance serves in `reuse` mode.
@@ -708,7 +709,7 @@ pub struct PluginConfig {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum InstanceKind {
-    /// A new instance per call.
+    /// A new instance per request, shared by that request's hooks when the pool allows.
     #[default]
     Fresh,
     /// Instances reused for `reuse_calls` calls.

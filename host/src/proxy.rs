@@ -20,7 +20,7 @@ use crate::gateway::Gateway;
 use crate::mask::{self, BodyKind, PlanRef};
 use crate::operation;
 use crate::plugin::{
-    self, HeaderEdit, RequestDecision, RequestOutcome, ResponseDecision, ResponseOutcome,
+    self, Exchange, HeaderEdit, RequestDecision, RequestOutcome, ResponseDecision, ResponseOutcome,
 };
 use crate::route::Route;
 use crate::upstream::{append_forwarded_for, strip_hop_by_hop};
@@ -154,7 +154,8 @@ where
         .authenticate(route, &parts.uri, &parts.headers)
         .await?;
     trail.principal = caller.as_ref().map(|c| c.principal.clone());
-    let chain = route.chain_for(caller.as_deref())?;
+    // This request's pass through its plugins, which keeps their instances until it is decided.
+    let mut chain = route.chain_for(caller.as_deref())?.begin();
     let facts = facts(route, &parts, client, ids, caller.as_deref());
     trail.operation = Some(facts.operation.clone());
     let client_authorization = parts.headers.remove(header::AUTHORIZATION);
@@ -201,7 +202,7 @@ where
                 Err(e) => return Err(GatewayError::ClientBody(e.to_string())),
             };
             if let Some(answer) = approve(
-                gateway, route, &facts, &headers, &bytes, &outcome, trail, ids,
+                gateway, route, &mut chain, &facts, &headers, &bytes, &outcome, trail, ids,
             )
             .await?
             {
@@ -235,8 +236,10 @@ where
                 RequestDecision::RequireApproval { .. } => &body_outcome,
                 _ => &outcome,
             };
-            if let Some(answer) =
-                approve(gateway, route, &facts, &headers, &bytes, held, trail, ids).await?
+            if let Some(answer) = approve(
+                gateway, route, &mut chain, &facts, &headers, &bytes, held, trail, ids,
+            )
+            .await?
             {
                 return Ok(answer);
             }
@@ -520,6 +523,7 @@ fn refusal(
 async fn approve(
     gateway: &Gateway,
     route: &Route,
+    chain: &mut Exchange<'_>,
     facts: &plugin::Request,
     headers: &HeaderMap,
     body: &Bytes,
@@ -532,6 +536,8 @@ async fn approve(
     else {
         return Ok(None);
     };
+    // A human may take minutes: the request keeps no plugin instance while it waits.
+    chain.drop_instances();
     let url = format!(
         "{}://{}{}",
         facts.scheme, facts.authority, facts.path_and_query

@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use portcullis::plugin::{
-    EngineSettings, InstanceMode, PluginEngine, PluginError, PluginSettings, RequestVerdict,
+    EngineSettings, Held, InstanceMode, PluginEngine, PluginError, PluginSettings, RequestVerdict,
     load_plugin,
 };
 use portcullis_tests::{headers, request, spec};
@@ -47,7 +47,11 @@ async fn python_template_decides_like_the_rust_one() {
     assert_eq!(plugin.id().version, "0.1.0");
     let h = headers(&[]);
     let verdict = plugin
-        .on_request(&request("r1", "DELETE", "/admin/users/1"), &h)
+        .on_request(
+            &mut Held::default(),
+            &request("r1", "DELETE", "/admin/users/1"),
+            &h,
+        )
         .await
         .unwrap();
     let RequestVerdict::Deny(deny) = verdict else {
@@ -57,7 +61,7 @@ async fn python_template_decides_like_the_rust_one() {
     assert_eq!(deny.reason, "DELETE is not allowed on /admin/users/1");
     for (method, path) in [("GET", "/admin/users/1"), ("DELETE", "/public/1")] {
         let verdict = plugin
-            .on_request(&request("r2", method, path), &h)
+            .on_request(&mut Held::default(), &request("r2", method, path), &h)
             .await
             .unwrap();
         assert!(
@@ -86,7 +90,11 @@ async fn python_plugin_runs_in_fresh_mode_too() {
     let s = spec(NAME, python(InstanceMode::Fresh), config());
     let plugin = load_plugin(engine(), &s).await.unwrap();
     let verdict = plugin
-        .on_request(&request("r", "DELETE", "/admin/x"), &headers(&[]))
+        .on_request(
+            &mut Held::default(),
+            &request("r", "DELETE", "/admin/x"),
+            &headers(&[]),
+        )
         .await
         .unwrap();
     assert!(matches!(verdict, RequestVerdict::Deny(_)), "{verdict:?}");

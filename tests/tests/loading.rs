@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use portcullis::plugin::{
-    EngineSettings, InstanceMode, PluginEngine, PluginError, PluginSettings, PluginSpec,
+    EngineSettings, Held, InstanceMode, PluginEngine, PluginError, PluginSettings, PluginSpec,
     load_plugin, load_set,
 };
 use portcullis_tests::{engine, load, plugin, root, settings, spec};
@@ -204,7 +204,10 @@ async fn pool_exhaustion_is_a_capacity_error_not_a_crash() {
     let holder = load(&engine, "allow-all", reuse).await;
     let h = portcullis_tests::headers(&[]);
     let req = portcullis_tests::request("r", "GET", "/");
-    holder.on_request(&req, &h).await.unwrap();
+    holder
+        .on_request(&mut Held::default(), &req, &h)
+        .await
+        .unwrap();
     let other = load_plugin(
         &engine,
         &spec("deny-all", settings(), serde_json::json!({})),
@@ -212,6 +215,35 @@ async fn pool_exhaustion_is_a_capacity_error_not_a_crash() {
     .await;
     let e = other.unwrap_err();
     assert!(e.to_string().contains("no instance available"), "{e}");
+}
+
+#[tokio::test]
+async fn instances_kept_between_a_requests_hooks_never_take_more_than_half_the_pool() {
+    let engine = PluginEngine::new(EngineSettings {
+        max_instances: 2,
+        max_memory: 64 << 20,
+        cache_dir: None,
+    })
+    .unwrap();
+    // misbehave declares response phases, so a request keeps its instance when it may.
+    let p = load(&engine, "misbehave", settings()).await;
+    let h = portcullis_tests::headers(&[]);
+    let mut requests: Vec<Held> = (0..3).map(|_| Held::default()).collect();
+    for (i, held) in requests.iter_mut().enumerate() {
+        let req = portcullis_tests::request(&format!("r{i}"), "GET", "/");
+        p.on_request(held, &req, &h)
+            .await
+            .unwrap_or_else(|e| panic!("request {i} found no instance: {e}"));
+    }
+    let kept: Vec<String> = requests.iter().map(|h| format!("{h:?}")).collect();
+    assert_eq!(kept, ["Held(instance)", "Held(none)", "Held(none)"]);
+    // When the first request ends, its slot returns and the next request may keep one.
+    requests.clear();
+    let mut held = Held::default();
+    p.on_request(&mut held, &portcullis_tests::request("r3", "GET", "/"), &h)
+        .await
+        .unwrap();
+    assert_eq!(format!("{held:?}"), "Held(instance)");
 }
 
 #[tokio::test]
@@ -235,6 +267,7 @@ async fn compiled_components_are_cached_on_disk_by_sha256() {
     let again = load(&second, "allow-all", settings()).await;
     let verdict = again
         .on_request(
+            &mut Held::default(),
             &portcullis_tests::request("r", "GET", "/"),
             &portcullis_tests::headers(&[]),
         )

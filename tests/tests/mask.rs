@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use portcullis::mask::{self, BodyKind, Masked, PlanRef};
-use portcullis::plugin::{Plugin, ResponseVerdict, load_plugin};
+use portcullis::plugin::{Held, Plugin, ResponseVerdict, load_plugin};
 use portcullis_tests::azurite::{ACCOUNT, Azurite, KEY, gateway_args, run_blob_client};
 use portcullis_tests::gateway::TestGateway;
 use portcullis_tests::mock_upstream::{MockUpstream, Reply};
@@ -39,13 +39,20 @@ async fn run(plugin: &Plugin, content_type: &str, body: &str) -> Masked {
         masked: 0,
         findings: Vec::new(),
     };
-    match plugin.on_response(&req, 200, &h).await.unwrap() {
+    let mut held = Held::default();
+    match plugin.on_response(&mut held, &req, 200, &h).await.unwrap() {
         ResponseVerdict::NeedBody(_) => {}
         ResponseVerdict::Pass => return unchanged(),
         other => panic!("on_response: {other:?}"),
     }
     let verdict = plugin
-        .on_response_body(&req, 200, &h, Bytes::copy_from_slice(body.as_bytes()))
+        .on_response_body(
+            &mut held,
+            &req,
+            200,
+            &h,
+            Bytes::copy_from_slice(body.as_bytes()),
+        )
         .await
         .unwrap();
     let plan = match verdict {

@@ -2,7 +2,7 @@
 //! blocking pool, and calls from async tasks on either runtime flavour work, including guests
 //! that use WASI stdio and filesystem calls (the sync WASI flavour panicked here).
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
-use portcullis::plugin::{RequestVerdict, load_set};
+use portcullis::plugin::{Held, RequestVerdict, load_set};
 use portcullis_tests::{engine, headers, request, settings, spec};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -23,7 +23,11 @@ async fn a_set_loads_off_the_reactor_and_its_plugins_answer_from_async_tasks() {
         tasks.push(tokio::spawn(async move {
             let h = headers(&[("x-misbehave", mode)]);
             plugin
-                .on_request(&request(&format!("r{i}"), "GET", "/"), &h)
+                .on_request(
+                    &mut Held::default(),
+                    &request(&format!("r{i}"), "GET", "/"),
+                    &h,
+                )
                 .await
         }));
     }
@@ -57,6 +61,7 @@ async fn calls_from_a_current_thread_runtime_do_not_panic() {
     for mode in ["stdout-flood", "probe", "log-flood"] {
         plugin
             .on_request(
+                &mut Held::default(),
                 &request("r", "GET", "/"),
                 &headers(&[("x-misbehave", mode)]),
             )
@@ -87,7 +92,8 @@ async fn a_looping_plugin_yields_so_other_tasks_keep_running() {
     let ticks = std::sync::atomic::AtomicU32::new(0);
     let h = headers(&[("x-misbehave", "loop")]);
     let req = request("r", "GET", "/");
-    let call = plugin.on_request(&req, &h);
+    let mut held = Held::default();
+    let call = plugin.on_request(&mut held, &req, &h);
     let ticker = async {
         loop {
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;

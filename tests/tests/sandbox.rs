@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use portcullis::plugin::{
-    FailurePolicy, InstanceMode, Plugin, PluginError, PluginSet, RequestDecision, RequestVerdict,
-    ResponseDecision, ResponseVerdict, StepResult,
+    FailurePolicy, Held, InstanceMode, Plugin, PluginError, PluginSet, RequestDecision,
+    RequestVerdict, ResponseDecision, ResponseVerdict, StepResult,
 };
 use portcullis_tests::{assert_names_plugin, engine, headers, load, request, settings, within};
 
@@ -22,6 +22,7 @@ async fn on_request(plugin: &Arc<Plugin>, mode: &str) -> Result<RequestVerdict, 
     within(
         LIVENESS,
         plugin.on_request(
+            &mut Held::default(),
             &request("r1", "GET", "/x"),
             &headers(&[("x-misbehave", mode)]),
         ),
@@ -121,13 +122,14 @@ async fn mask_plan_with_an_undeclared_pattern_is_an_invalid_verdict() {
         ("content-type", "application/json"),
     ]);
     let req = request("r1", "GET", "/x");
-    let verdict = p.on_response(&req, 200, &h).await.unwrap();
+    let mut held = Held::default();
+    let verdict = p.on_response(&mut held, &req, 200, &h).await.unwrap();
     assert!(
         matches!(verdict, ResponseVerdict::NeedBody(_)),
         "{verdict:?}"
     );
     let e = p
-        .on_response_body(&req, 200, &h, Bytes::from_static(b"{}"))
+        .on_response_body(&mut held, &req, 200, &h, Bytes::from_static(b"{}"))
         .await
         .unwrap_err();
     assert!(e.to_string().contains("mask uses pattern 99"), "{e}");
@@ -162,6 +164,7 @@ async fn fresh_instances_never_see_an_earlier_calls_globals() {
     for id in ["first", "second", "third"] {
         let verdict = p
             .on_request(
+                &mut Held::default(),
                 &request(id, "GET", "/x"),
                 &headers(&[("x-misbehave", "remember")]),
             )
@@ -175,6 +178,76 @@ async fn fresh_instances_never_see_an_earlier_calls_globals() {
 }
 
 #[tokio::test]
+async fn the_hooks_of_one_request_share_an_instance_and_the_next_request_gets_a_new_one() {
+    let p = misbehave().await;
+    let h = headers(&[("x-misbehave", "remember")]);
+    for id in ["first", "second"] {
+        let req = request(id, "GET", "/x");
+        let mut held = Held::default();
+        let verdict = p.on_request(&mut held, &req, &h).await.unwrap();
+        assert!(
+            matches!(verdict, RequestVerdict::Allow),
+            "{id} saw an earlier request: {verdict:?}"
+        );
+        // The response hook of the same request runs in the instance its request hook used.
+        let ResponseVerdict::Replace(seen) = p.on_response(&mut held, &req, 200, &h).await.unwrap()
+        else {
+            panic!("{id}: the response hook did not see its own request's global");
+        };
+        assert_eq!((seen.status, seen.body.as_slice()), (409, id.as_bytes()));
+    }
+    // A response hook given no instance of its request gets a new one, which holds nothing.
+    let verdict = p
+        .on_response(
+            &mut Held::default(),
+            &request("third", "GET", "/x"),
+            200,
+            &h,
+        )
+        .await
+        .unwrap();
+    assert!(matches!(verdict, ResponseVerdict::Pass), "{verdict:?}");
+}
+
+#[tokio::test]
+async fn an_exchange_keeps_instances_until_told_to_drop_them_before_a_long_wait() {
+    let (_set, chain) = chain_of(&["misbehave"], FailurePolicy::FailClosed).await;
+    let h = headers(&[("x-misbehave", "remember")]);
+    let req = request("waits", "GET", "/x");
+    let mut exchange = chain.begin();
+    exchange.on_request(&req, &h).await.unwrap();
+    exchange.drop_instances();
+    // Had the request's instance survived, its response hook would replace the response.
+    let out = exchange.on_response(&req, 200, &h).await.unwrap();
+    assert!(
+        matches!(out.decision, ResponseDecision::Continue),
+        "{:?}",
+        out.decision
+    );
+    let mut exchange = chain.begin();
+    exchange.on_request(&req, &h).await.unwrap();
+    let out = exchange.on_response(&req, 200, &h).await.unwrap();
+    assert!(
+        matches!(out.decision, ResponseDecision::Replace { .. }),
+        "the control: without the drop the instance is kept"
+    );
+}
+
+#[tokio::test]
+async fn a_failed_call_drops_the_instance_its_request_held() {
+    let p = misbehave().await;
+    let req = request("held", "GET", "/x");
+    let mut held = Held::default();
+    p.on_request(&mut held, &req, &headers(&[("x-misbehave", "remember")]))
+        .await
+        .unwrap();
+    p.on_response(&mut held, &req, 200, &headers(&[("x-misbehave", "trap")]))
+        .await
+        .unwrap_err();
+    assert_eq!(format!("{held:?}"), "Held(none)");
+}
+
+#[tokio::test]
 async fn reused_instances_do_keep_globals_which_is_why_fresh_is_the_default() {
     // The control for the test above: the same plugin in reuse mode does see the earlier id,
     // so the fresh-mode test would catch a host that reused instances.
@@ -185,13 +258,13 @@ async fn reused_instances_do_keep_globals_which_is_why_fresh_is_the_default() {
     let p = load(&engine(), "misbehave", settings).await;
     let h = headers(&[("x-misbehave", "remember")]);
     assert!(matches!(
-        p.on_request(&request("first", "GET", "/x"), &h)
+        p.on_request(&mut Held::default(), &request("first", "GET", "/x"), &h)
             .await
             .unwrap(),
         RequestVerdict::Allow
     ));
     let RequestVerdict::Deny(deny) = p
-        .on_request(&request("second", "GET", "/x"), &h)
+        .on_request(&mut Held::default(), &request("second", "GET", "/x"), &h)
         .await
         .unwrap()
     else {
@@ -211,13 +284,21 @@ async fn reused_instances_are_dropped_after_a_failure() {
     };
     let p = load(&engine(), "misbehave", settings).await;
     let remember = headers(&[("x-misbehave", "remember")]);
-    p.on_request(&request("before-trap", "GET", "/x"), &remember)
-        .await
-        .unwrap();
+    p.on_request(
+        &mut Held::default(),
+        &request("before-trap", "GET", "/x"),
+        &remember,
+    )
+    .await
+    .unwrap();
     on_request(&p, "trap").await.unwrap_err();
     // The trapped instance (which held "before-trap") is gone: a new one remembers nothing.
     let verdict = p
-        .on_request(&request("after-trap", "GET", "/x"), &remember)
+        .on_request(
+            &mut Held::default(),
+            &request("after-trap", "GET", "/x"),
+            &remember,
+        )
         .await
         .unwrap();
     assert!(matches!(verdict, RequestVerdict::Allow), "{verdict:?}");
@@ -233,7 +314,10 @@ async fn reused_instances_are_recycled_after_their_call_budget() {
     let h = headers(&[("x-misbehave", "remember")]);
     let mut verdicts = Vec::new();
     for id in ["a", "b", "c", "d"] {
-        let v = p.on_request(&request(id, "GET", "/x"), &h).await.unwrap();
+        let v = p
+            .on_request(&mut Held::default(), &request(id, "GET", "/x"), &h)
+            .await
+            .unwrap();
         verdicts.push(matches!(v, RequestVerdict::Allow));
     }
     // a: new instance (allow), b: same instance (sees a), then recycled; c: new (allow), d: sees c.
@@ -262,6 +346,7 @@ async fn chain_of(
 async fn fail_closed_plugin_failure_fails_the_chain() {
     let (_set, chain) = chain_of(&["misbehave", "allow-all"], FailurePolicy::FailClosed).await;
     let e = chain
+        .begin()
         .on_request(
             &request("r", "GET", "/"),
             &headers(&[("x-misbehave", "trap")]),
@@ -275,6 +360,7 @@ async fn fail_closed_plugin_failure_fails_the_chain() {
 async fn fail_open_plugin_failure_is_skipped_and_recorded() {
     let (_set, chain) = chain_of(&["misbehave", "deny-all"], FailurePolicy::FailOpen).await;
     let out = chain
+        .begin()
         .on_request(
             &request("r", "GET", "/"),
             &headers(&[("x-misbehave", "loop")]),
@@ -301,6 +387,7 @@ async fn first_deny_ends_the_chain() {
     let (_set, chain) = chain_of(&["deny-all", "misbehave"], FailurePolicy::FailClosed).await;
     // misbehave would trap, but deny-all comes first and ends the chain.
     let out = chain
+        .begin()
         .on_request(
             &request("r", "DELETE", "/"),
             &headers(&[("x-misbehave", "trap")]),
@@ -316,13 +403,14 @@ async fn body_is_given_only_to_plugins_that_asked_and_only_within_their_limit() 
     let (_set, chain) = chain_of(&["allow-all", "misbehave"], FailurePolicy::FailClosed).await;
     let h = headers(&[("x-misbehave", "need-body"), ("content-type", "text/plain")]);
     let req = request("r", "POST", "/items");
-    let out = chain.on_request(&req, &h).await.unwrap();
+    let mut exchange = chain.begin();
+    let out = exchange.on_request(&req, &h).await.unwrap();
     assert_eq!(out.body_wants.len(), 1);
     assert_eq!(out.body_wants[0].index, 1, "only misbehave asked");
     assert_eq!(out.body_limit(), Some(1 << 20));
 
     let body = Bytes::from_static(b"this is forbidden");
-    let out = chain
+    let out = exchange
         .on_request_body(&req, &h, &body, &out.body_wants.clone())
         .await
         .unwrap();
@@ -331,9 +419,10 @@ async fn body_is_given_only_to_plugins_that_asked_and_only_within_their_limit() 
     };
     assert_eq!(deny.code, "body-forbidden");
 
-    let wants = chain.on_request(&req, &h).await.unwrap().body_wants;
+    let mut exchange = chain.begin();
+    let wants = exchange.on_request(&req, &h).await.unwrap().body_wants;
     let too_big = Bytes::from(vec![b'a'; (1 << 20) + 1]);
-    let e = chain
+    let e = exchange
         .on_request_body(&req, &h, &too_big, &wants)
         .await
         .unwrap_err();
@@ -348,9 +437,10 @@ async fn response_body_masking_returns_a_plan_with_findings_and_counts() {
         ("content-type", "application/json"),
     ]);
     let req = request("r", "GET", "/items");
-    let out = chain.on_response(&req, 200, &h).await.unwrap();
+    let mut exchange = chain.begin();
+    let out = exchange.on_response(&req, 200, &h).await.unwrap();
     let body = Bytes::from_static(br#"{"a":"secret-123","b":"secret-456"}"#);
-    let out = chain
+    let out = exchange
         .on_response_body(&req, 200, &h, &body, &out.body_wants)
         .await
         .unwrap();
@@ -381,6 +471,7 @@ async fn a_body_of_an_undeclared_content_type_is_not_offered() {
     let (_set, chain) = chain_of(&["misbehave"], FailurePolicy::FailClosed).await;
     let h = headers(&[("x-misbehave", "need-body"), ("content-type", "image/png")]);
     let out = chain
+        .begin()
         .on_response(&request("r", "GET", "/"), 200, &h)
         .await
         .unwrap();
@@ -398,7 +489,10 @@ async fn concurrent_calls_in_fresh_mode_all_succeed() {
                 for i in 0..50 {
                     let id = format!("t{t}-{i}");
                     let h = headers(&[("x-misbehave", "remember")]);
-                    let v = p.on_request(&request(&id, "GET", "/"), &h).await.unwrap();
+                    let v = p
+                        .on_request(&mut Held::default(), &request(&id, "GET", "/"), &h)
+                        .await
+                        .unwrap();
                     assert!(matches!(v, RequestVerdict::Allow), "{id}: {v:?}");
                 }
             })

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -56,6 +56,9 @@ struct Inner {
     /// Hash of everything that makes a compiled artifact usable by this engine.
     compat: String,
     ticker: Ticker,
+    /// Instances kept between the hooks of one request (see `Hold`), and how many may be.
+    held: AtomicU32,
+    max_held: u32,
 }
 
 impl std::fmt::Debug for PluginEngine {
@@ -125,6 +128,10 @@ impl PluginEngine {
                 compiled: Mutex::new(HashMap::new()),
                 compat,
                 ticker,
+                held: AtomicU32::new(0),
+                // Half the pool: the other half always serves calls, so holding instances
+                // across upstream round trips can never starve a request of one.
+                max_held: instances / 2,
             }),
         })
     }
@@ -136,6 +143,19 @@ impl PluginEngine {
 
     pub(crate) fn engine(&self) -> &Engine {
         &self.inner.engine
+    }
+
+    /// Leave to keep one instance between the hooks of a request, while fewer than half the
+    /// pool's instances are kept that way; `None` when that many already are.
+    pub(crate) fn hold(&self) -> Option<Hold> {
+        let held = &self.inner.held;
+        if held.fetch_add(1, Ordering::Relaxed) >= self.inner.max_held {
+            held.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(Hold {
+            engine: self.clone(),
+        })
     }
 
     /// Compile a plugin file's bytes (or take them from the cache) and prepare it for fast
@@ -237,6 +257,19 @@ impl PluginEngine {
         if let Err(e) = result {
             tracing::warn!(path = %path.display(), error = %e, "could not write plugin artifact cache");
         }
+    }
+}
+
+/// Leave from the engine to keep one instance alive between the hooks of one request,
+/// returned when dropped. It bounds how many pool slots requests can keep across their
+/// upstream round trips.
+pub(crate) struct Hold {
+    engine: PluginEngine,
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        self.engine.inner.held.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

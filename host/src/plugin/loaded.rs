@@ -1,5 +1,5 @@
 //! One loaded plugin version and how its hooks are called: a fresh sandboxed instance per
-//! call (or a reused one in `reuse` mode), under a deadline and a memory limit, with every
+//! request (or a reused one in `reuse` mode), under a deadline and a memory limit, with every
 //! verdict checked against the contract before anyone acts on it. Calls are async: a guest
 //! yields to the runtime at every epoch tick and is stopped at its deadline.
 use std::sync::{Arc, Mutex};
@@ -10,10 +10,11 @@ use wasmtime::{Store, UpdateDeadline};
 
 use super::bindings::PolicyPre;
 use super::contract::{self, Stage};
+use super::engine::Hold;
 use super::host::{HostState, PluginContext};
 use super::{
-    Descriptor, Hook, InstanceMode, PluginEngine, PluginError, PluginId, PluginSettings, Request,
-    RequestVerdict, ResponseVerdict,
+    Descriptor, Hook, InstanceMode, Phases, PluginEngine, PluginError, PluginId, PluginSettings,
+    Request, RequestVerdict, ResponseVerdict,
 };
 
 /// A plugin version, ready to be called.
@@ -37,6 +38,30 @@ struct Warm {
     store: Store<HostState>,
     instance: Instance,
     calls: u32,
+    /// The engine's leave to keep this instance between the hooks of one request.
+    hold: Option<Hold>,
+}
+
+/// The instance a plugin keeps for the rest of one request, so that a request costs one
+/// instantiation per plugin, not one per hook. In the default (`fresh`) mode a request's first
+/// call into a plugin gets a new instance and the same request's later hooks run in it; it is
+/// dropped with the request, so no two requests ever share an instance. Make one per plugin per
+/// request (`Held::default()`); a call given a new `Held` runs in an instance of its own.
+///
+/// An instance is kept only while the plugin declares a later phase, and only while fewer than
+/// half the pool's instances are kept this way; otherwise it is dropped after its call, and the
+/// next hook of the request gets a new one. A failed call's instance is always dropped.
+#[derive(Default)]
+pub struct Held(Option<Warm>);
+
+impl std::fmt::Debug for Held {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Held(instance)"
+        } else {
+            "Held(none)"
+        })
+    }
 }
 
 /// The export index of each hook, found once per version (`PolicyPre::new` has already checked
@@ -161,19 +186,19 @@ impl Plugin {
     /// `describe`, in an instance of its own.
     pub(crate) async fn describe(&self) -> Result<Descriptor, PluginError> {
         let hook = Hook::Describe;
-        let mut warm = self.acquire(hook).await?;
+        let mut warm = self.acquire(hook, &mut Held::default()).await?;
         let result = async {
             let f = warm.hook::<(), (Descriptor,)>(self.exports.as_ref().map(|e| &e.describe))?;
             Ok(f.call_async(&mut warm.store, ()).await?.0)
         }
         .await;
-        self.release(hook, warm, result)
+        self.release(hook, warm, &mut Held::default(), result)
     }
 
     /// `configure` with the plugin's configuration, in an instance of its own.
     pub(crate) async fn configure(&self) -> Result<(), PluginError> {
         let hook = Hook::Configure;
-        let mut warm = self.acquire(hook).await?;
+        let mut warm = self.acquire(hook, &mut Held::default()).await?;
         let result = async {
             let f = warm.hook::<(&str,), (Result<(), String>,)>(
                 self.exports.as_ref().map(|e| &e.configure),
@@ -181,7 +206,7 @@ impl Plugin {
             Ok(f.call_async(&mut warm.store, (&self.ctx.config,)).await?.0)
         }
         .await;
-        self.release(hook, warm, result)?
+        self.release(hook, warm, &mut Held::default(), result)?
             .map_err(|reason| PluginError::Configure {
                 plugin: self.id.clone(),
                 reason: truncate(reason),
@@ -191,11 +216,12 @@ impl Plugin {
     /// The headers-only request hook.
     pub async fn on_request(
         &self,
+        held: &mut Held,
         req: &Request,
         headers: &Arc<http::HeaderMap>,
     ) -> Result<RequestVerdict, PluginError> {
         let hook = Hook::OnRequest;
-        let mut warm = self.acquire(hook).await?;
+        let mut warm = self.acquire(hook, held).await?;
         let result = async {
             let lent = warm.store.data_mut().lend(headers, None)?;
             let verdict = async {
@@ -211,7 +237,7 @@ impl Plugin {
             verdict
         }
         .await;
-        let verdict = self.release(hook, warm, result)?;
+        let verdict = self.release(hook, warm, held, result)?;
         self.checked(
             hook,
             contract::check_request_verdict(&verdict, &self.descriptor, Stage::Headers),
@@ -222,12 +248,13 @@ impl Plugin {
     /// The request hook with the body the plugin asked for.
     pub async fn on_request_body(
         &self,
+        held: &mut Held,
         req: &Request,
         headers: &Arc<http::HeaderMap>,
         body: Bytes,
     ) -> Result<RequestVerdict, PluginError> {
         let hook = Hook::OnRequestBody;
-        let mut warm = self.acquire(hook).await?;
+        let mut warm = self.acquire(hook, held).await?;
         let result = async {
             let lent = warm.store.data_mut().lend(headers, Some(body))?;
             let verdict = async {
@@ -242,7 +269,7 @@ impl Plugin {
             verdict
         }
         .await;
-        let verdict = self.release(hook, warm, result)?;
+        let verdict = self.release(hook, warm, held, result)?;
         self.checked(
             hook,
             contract::check_request_verdict(&verdict, &self.descriptor, Stage::Body),
@@ -253,12 +280,13 @@ impl Plugin {
     /// The headers-only response hook.
     pub async fn on_response(
         &self,
+        held: &mut Held,
         req: &Request,
         status: u16,
         headers: &Arc<http::HeaderMap>,
     ) -> Result<ResponseVerdict, PluginError> {
         let hook = Hook::OnResponse;
-        let mut warm = self.acquire(hook).await?;
+        let mut warm = self.acquire(hook, held).await?;
         let result = async {
             let lent = warm.store.data_mut().lend(headers, None)?;
             let verdict = async {
@@ -273,7 +301,7 @@ impl Plugin {
             verdict
         }
         .await;
-        let verdict = self.release(hook, warm, result)?;
+        let verdict = self.release(hook, warm, held, result)?;
         self.checked(
             hook,
             contract::check_response_verdict(
@@ -289,13 +317,14 @@ impl Plugin {
     /// The response hook with the body the plugin asked for.
     pub async fn on_response_body(
         &self,
+        held: &mut Held,
         req: &Request,
         status: u16,
         headers: &Arc<http::HeaderMap>,
         body: Bytes,
     ) -> Result<ResponseVerdict, PluginError> {
         let hook = Hook::OnResponseBody;
-        let mut warm = self.acquire(hook).await?;
+        let mut warm = self.acquire(hook, held).await?;
         let result = async {
             let lent = warm.store.data_mut().lend(headers, Some(body))?;
             let verdict = async {
@@ -310,7 +339,7 @@ impl Plugin {
             verdict
         }
         .await;
-        let verdict = self.release(hook, warm, result)?;
+        let verdict = self.release(hook, warm, held, result)?;
         self.checked(
             hook,
             contract::check_response_verdict(
@@ -331,13 +360,14 @@ impl Plugin {
         })
     }
 
-    /// An instance for one call, with the call's deadline armed: an idle one in `reuse` mode,
-    /// else a new one. Load-time hooks always get an instance of their own.
-    async fn acquire(&self, hook: Hook) -> Result<Warm, PluginError> {
+    /// An instance for one call, with the call's deadline armed: the one this request holds,
+    /// an idle one in `reuse` mode, else a new one. Load-time hooks always get an instance of
+    /// their own.
+    async fn acquire(&self, hook: Hook, held: &mut Held) -> Result<Warm, PluginError> {
         let idle = if is_load_time(hook) {
             None
         } else {
-            self.take_idle()
+            held.0.take().or_else(|| self.take_idle())
         };
         let mut warm = match idle {
             Some(warm) => warm,
@@ -348,13 +378,14 @@ impl Plugin {
         Ok(warm)
     }
 
-    /// End a call: log what the guest printed; on success return a `reuse` instance to the
-    /// idle list (unless it has served its calls); on failure drop the instance and classify
-    /// the failure, naming the plugin.
+    /// End a call: log what the guest printed; on success keep the instance for the request's
+    /// later hooks (`fresh`) or return it to the idle list (`reuse`, unless it has served its
+    /// calls); on failure drop the instance and classify the failure, naming the plugin.
     fn release<R>(
         &self,
         hook: Hook,
         mut warm: Warm,
+        held: &mut Held,
         result: wasmtime::Result<R>,
     ) -> Result<R, PluginError> {
         warm.store.data_mut().end_call();
@@ -362,7 +393,7 @@ impl Plugin {
             Ok(value) => {
                 warm.calls += 1;
                 if !is_load_time(hook) {
-                    self.give_back(warm);
+                    self.give_back(hook, warm, held);
                 }
                 Ok(value)
             }
@@ -393,6 +424,7 @@ impl Plugin {
                 store,
                 instance,
                 calls: 0,
+                hold: None,
             }),
             Err(e) => {
                 if e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
@@ -418,14 +450,29 @@ impl Plugin {
         }
     }
 
-    fn give_back(&self, warm: Warm) {
-        if let InstanceMode::Reuse { calls } = self.settings.instance
-            && warm.calls < calls
-        {
-            self.idle
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(warm);
+    /// After a successful call: keep a fresh instance for the request's later hooks, if the
+    /// plugin declares any and the engine allows one more kept instance; put a reused one back.
+    fn give_back(&self, hook: Hook, mut warm: Warm, held: &mut Held) {
+        match self.settings.instance {
+            InstanceMode::Fresh => {
+                if !self.descriptor.phases.intersects(later_phases(hook)) {
+                    return;
+                }
+                if warm.hold.is_none() {
+                    warm.hold = self.engine.hold();
+                }
+                if warm.hold.is_some() {
+                    held.0 = Some(warm);
+                }
+            }
+            InstanceMode::Reuse { calls } => {
+                if warm.calls < calls {
+                    self.idle
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(warm);
+                }
+            }
         }
     }
 
@@ -455,6 +502,16 @@ impl Plugin {
 
 fn is_load_time(hook: Hook) -> bool {
     matches!(hook, Hook::Describe | Hook::Configure)
+}
+
+/// The phases whose hooks a request may call after `hook`.
+fn later_phases(hook: Hook) -> Phases {
+    match hook {
+        Hook::OnRequest => Phases::REQUEST_BODY | Phases::RESPONSE_HEADERS | Phases::RESPONSE_BODY,
+        Hook::OnRequestBody => Phases::RESPONSE_HEADERS | Phases::RESPONSE_BODY,
+        Hook::OnResponse => Phases::RESPONSE_BODY,
+        Hook::Describe | Hook::Configure | Hook::OnResponseBody => Phases::empty(),
+    }
 }
 
 /// Keep guest-provided or trap text short in errors and logs.

@@ -27,11 +27,11 @@ pub use bindings::types::{
 };
 pub use contract::{CONTRACT, offers};
 pub use engine::{EngineSettings, PluginEngine};
-pub use loaded::Plugin;
+pub use loaded::{Held, Plugin};
 pub use registry::{PluginSpec, load_plugin, load_set, load_set_reusing};
 pub use set::{
-    BodyWant, Chain, PluginSet, RequestDecision, RequestOutcome, ResponseDecision, ResponseOutcome,
-    Step, StepResult,
+    BodyWant, Chain, Exchange, PluginSet, RequestDecision, RequestOutcome, ResponseDecision,
+    ResponseOutcome, Step, StepResult,
 };
 
 /// Which version of which plugin: name, version and the sha256 of its file.
@@ -66,7 +66,8 @@ pub enum FailurePolicy {
 /// How instances are used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InstanceMode {
-    /// A fresh instance for every hook call: nothing survives between calls (the default).
+    /// A fresh instance for every request (the default): nothing survives to another request.
+    /// The hooks of one request share its instance when the host can keep it (see `Held`).
     Fresh,
     /// Instances are kept and reused for up to `calls` calls, and dropped on any failure.
     /// For heavy guests (Python, JavaScript) whose instantiation is slow. A reused instance

@@ -1,12 +1,13 @@
-//! The `PluginSet` (one generation of loaded plugins) and the `Chain` of plugins a route runs:
-//! request and response phases in order, body only for plugins that asked, failure policy
-//! applied, and a trace of every step for the audit record.
+//! The `PluginSet` (one generation of loaded plugins), the `Chain` of plugins a route runs, and
+//! one request's `Exchange` through it: request and response phases in order, body only for
+//! plugins that asked, failure policy applied, each plugin's instance kept for the request's
+//! later hooks, and a trace of every step for the audit record.
 use std::sync::Arc;
 
 use bytes::Bytes;
 
 use super::{
-    Approval, Deny, FailurePolicy, HeaderEdit, Hook, MaskPlan, Phases, Plugin, PluginError,
+    Approval, Deny, FailurePolicy, HeaderEdit, Held, Hook, MaskPlan, Phases, Plugin, PluginError,
     PluginId, Replacement, Request, RequestVerdict, ResponseVerdict, contract,
 };
 
@@ -206,10 +207,38 @@ impl Chain {
         &self.plugins
     }
 
+    /// Begin one request's exchange through the chain. Run its phases on what this returns,
+    /// and drop it when the request is decided: the plugins' instances go with it.
+    pub fn begin(&self) -> Exchange<'_> {
+        Exchange {
+            plugins: &self.plugins,
+            held: self.plugins.iter().map(|_| Held::default()).collect(),
+        }
+    }
+}
+
+/// One request's exchange through a chain: the phases in order, with the instance each plugin
+/// keeps between this request's hooks (see `Held`). Never shared between requests.
+#[derive(Debug)]
+pub struct Exchange<'a> {
+    plugins: &'a [Arc<Plugin>],
+    /// One per plugin, by chain position.
+    held: Vec<Held>,
+}
+
+impl Exchange<'_> {
+    /// Drop the instances kept so far, before a long wait (a human's approval) during which
+    /// they would hold pool slots; the request's later hooks get new ones.
+    pub fn drop_instances(&mut self) {
+        self.held
+            .iter_mut()
+            .for_each(|held| *held = Held::default());
+    }
+
     /// Run the request headers hooks in order. The first deny or require-approval ends the
     /// chain. A failure of a fail-closed plugin is returned as the error.
     pub async fn on_request(
-        &self,
+        &mut self,
         req: &Request,
         headers: &Arc<http::HeaderMap>,
     ) -> Result<RequestOutcome, PluginError> {
@@ -220,7 +249,7 @@ impl Chain {
             body_wants: Vec::new(),
             trace: Vec::new(),
         };
-        for (index, plugin) in self.plugins.iter().enumerate() {
+        for (index, (plugin, held)) in self.plugins.iter().zip(&mut self.held).enumerate() {
             if !plugin.descriptor().phases.contains(Phases::REQUEST_HEADERS) {
                 continue;
             }
@@ -228,7 +257,7 @@ impl Chain {
                 plugin,
                 Hook::OnRequest,
                 &mut out.trace,
-                plugin.on_request(req, headers),
+                plugin.on_request(held, req, headers),
             )
             .await?
             else {
@@ -269,7 +298,7 @@ impl Chain {
     /// Run the request body hooks of the plugins that asked (`wants` from `on_request`), in
     /// order, with the buffered body. The first deny or require-approval ends the chain.
     pub async fn on_request_body(
-        &self,
+        &mut self,
         req: &Request,
         headers: &Arc<http::HeaderMap>,
         body: &Bytes,
@@ -282,13 +311,13 @@ impl Chain {
             trace: Vec::new(),
         };
         for want in wants {
-            let plugin = self.plugin_at(want)?;
+            let (plugin, held) = self.plugin_at(want)?;
             check_body_size(plugin, body, want)?;
             let Some(verdict) = guarded(
                 plugin,
                 Hook::OnRequestBody,
                 &mut out.trace,
-                plugin.on_request_body(req, headers, body.clone()),
+                plugin.on_request_body(held, req, headers, body.clone()),
             )
             .await?
             else {
@@ -320,7 +349,7 @@ impl Chain {
 
     /// Run the response headers hooks in order. A replace ends the chain.
     pub async fn on_response(
-        &self,
+        &mut self,
         req: &Request,
         status: u16,
         headers: &Arc<http::HeaderMap>,
@@ -332,7 +361,7 @@ impl Chain {
             body_wants: Vec::new(),
             trace: Vec::new(),
         };
-        for (index, plugin) in self.plugins.iter().enumerate() {
+        for (index, (plugin, held)) in self.plugins.iter().zip(&mut self.held).enumerate() {
             if !plugin
                 .descriptor()
                 .phases
@@ -344,7 +373,7 @@ impl Chain {
                 plugin,
                 Hook::OnResponse,
                 &mut out.trace,
-                plugin.on_response(req, status, headers),
+                plugin.on_response(held, req, status, headers),
             )
             .await?
             else {
@@ -378,7 +407,7 @@ impl Chain {
     /// Run the response body hooks of the plugins that asked, collecting their mask plans.
     /// A replace ends the chain.
     pub async fn on_response_body(
-        &self,
+        &mut self,
         req: &Request,
         status: u16,
         headers: &Arc<http::HeaderMap>,
@@ -392,13 +421,13 @@ impl Chain {
             trace: Vec::new(),
         };
         for want in wants {
-            let plugin = self.plugin_at(want)?;
+            let (plugin, held) = self.plugin_at(want)?;
             check_body_size(plugin, body, want)?;
             let Some(verdict) = guarded(
                 plugin,
                 Hook::OnResponseBody,
                 &mut out.trace,
-                plugin.on_response_body(req, status, headers, body.clone()),
+                plugin.on_response_body(held, req, status, headers, body.clone()),
             )
             .await?
             else {
@@ -421,10 +450,15 @@ impl Chain {
         Ok(out)
     }
 
-    fn plugin_at(&self, want: &BodyWant) -> Result<&Arc<Plugin>, PluginError> {
-        self.plugins
-            .get(want.index)
-            .ok_or_else(|| PluginError::Unknown(format!("chain position {}", want.index)))
+    /// The plugin that asked, and its instance for this request.
+    fn plugin_at(&mut self, want: &BodyWant) -> Result<(&Arc<Plugin>, &mut Held), PluginError> {
+        match (self.plugins.get(want.index), self.held.get_mut(want.index)) {
+            (Some(plugin), Some(held)) => Ok((plugin, held)),
+            _ => Err(PluginError::Unknown(format!(
+                "chain position {}",
+                want.index
+            ))),
+        }
     }
 }
 

@@ -17,7 +17,8 @@
 //! | `bad-mask`     | (response) masks with a pattern index it never declared          |
 //! | `log-flood`    | logs 10 000 lines, then allows                                   |
 //! | `stdout-flood` | prints 1 MiB to stdout, then allows                              |
-//! | `remember`     | denies if a global still holds an earlier call's request id      |
+//! | `remember`     | denies if a global still holds an earlier call's request id;     |
+//! |                | (response) replaces the response with a 409 carrying that id     |
 //! | `probe`        | denies with a report of what it can reach (files, env, args)  |
 //! | `need-body`    | asks for the body, then denies / masks based on its content      |
 //! | `whoami`       | denies with the principal it was given, as JSON (or `null`)      |
@@ -25,8 +26,8 @@ use std::sync::Mutex;
 
 use portcullis_sdk::host;
 use portcullis_sdk::{
-    Body, Descriptor, Headers, Level, MaskPlan, Phases, Plugin, Request, RequestVerdict,
-    ResponseVerdict, Strategy,
+    Body, Descriptor, Headers, Level, MaskPlan, Phases, Plugin, Replacement, Request,
+    RequestVerdict, ResponseVerdict, Strategy,
 };
 
 /// Request id of the previous call, for `remember`.
@@ -185,6 +186,18 @@ impl Plugin for Misbehave {
         let mode = mode(headers);
         match mode.as_str() {
             "need-body" | "bad-mask" => ResponseVerdict::NeedBody(BODY_LIMIT),
+            "remember" => match LAST_REQUEST
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone()
+            {
+                Some(id) => ResponseVerdict::Replace(Replacement {
+                    status: 409,
+                    headers: Vec::new(),
+                    body: id.into_bytes(),
+                }),
+                None => ResponseVerdict::Pass,
+            },
             m => {
                 // A deny has no meaning in the response phase: such modes degrade to a pass.
                 let _ = misbehave(m, req);
