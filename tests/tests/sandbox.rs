@@ -69,6 +69,39 @@ async fn infinite_loop_is_stopped_by_the_deadline() {
     assert_still_serves(&p).await;
 }
 
+/// Run misbehave's request hook in `mode` while another task on the same (one-thread) runtime
+/// blocks the thread for 150 ms, longer than the 100 ms deadline, as soon as the call first
+/// yields. Returns the result and how long the call took on the clock.
+async fn on_request_while_the_runtime_is_busy(
+    plugin: &Arc<Plugin>,
+    mode: &str,
+) -> (Result<RequestVerdict, PluginError>, Duration) {
+    let started = std::time::Instant::now();
+    let busy = async {
+        tokio::task::yield_now().await;
+        std::thread::sleep(Duration::from_millis(150));
+    };
+    let (result, ()) = tokio::join!(on_request(plugin, mode), busy);
+    (result, started.elapsed())
+}
+
+#[tokio::test]
+async fn time_spent_waiting_for_a_busy_runtime_does_not_count_against_the_deadline() {
+    let p = misbehave().await;
+    // `slow:20` spins 20 ms: well within its 100 ms, though the call takes longer on the clock.
+    let (result, took) = on_request_while_the_runtime_is_busy(&p, "slow:20").await;
+    assert!(
+        took >= Duration::from_millis(150),
+        "the runtime was never busy: {took:?}"
+    );
+    let verdict = result.expect("a call kept waiting by a busy gateway is not timed out");
+    assert!(matches!(verdict, RequestVerdict::Allow), "{verdict:?}");
+    // And a guest that runs past its deadline is still stopped on a busy runtime.
+    let (result, _) = on_request_while_the_runtime_is_busy(&p, "loop").await;
+    let e = result.unwrap_err();
+    assert!(matches!(e, PluginError::Timeout { .. }), "{e}");
+}
+
 #[tokio::test]
 async fn memory_growth_past_the_limit_is_reported_as_such() {
     let p = misbehave().await;

@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -82,8 +83,11 @@ pub struct HostState {
     logs_dropped: u32,
     stdout: Capture,
     stderr: Capture,
-    /// When the current call must end; checked at every epoch tick.
-    pub(crate) deadline: Instant,
+    /// When the current call must end, were it never kept waiting; checked at every epoch tick.
+    deadline: Instant,
+    /// Time the current call spent waiting for the runtime after yielding, which does not
+    /// count against its deadline (made on its first yield: most calls never yield).
+    waited: Option<Arc<AtomicU64>>,
 }
 
 impl HostState {
@@ -101,13 +105,38 @@ impl HostState {
             stdout,
             stderr,
             deadline: Instant::now(),
+            waited: None,
         }
+    }
+
+    /// Whether the current call has run past its deadline. Only the guest's own time counts:
+    /// while the gateway is busy, a call waiting for its turn after a yield is not overdue.
+    pub(crate) fn overdue(&self) -> bool {
+        let waited = self
+            .waited
+            .as_ref()
+            .map_or(0, |w| w.load(Ordering::Relaxed));
+        Instant::now() >= self.deadline + Duration::from_nanos(waited)
+    }
+
+    /// Give the runtime's other tasks a turn, timing how long the call waits for its next.
+    pub(crate) fn yield_now(&mut self) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        let waited = self.waited.get_or_insert_with(Default::default).clone();
+        Box::pin(async move {
+            let start = Instant::now();
+            tokio::task::yield_now().await;
+            let nanos = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            waited.fetch_add(nanos, Ordering::Relaxed);
+        })
     }
 
     /// Start a call that must end within `timeout`, with fresh per-call budgets (an instance
     /// in `reuse` mode serves many calls).
     pub fn begin_call(&mut self, timeout: Duration) {
         self.deadline = Instant::now() + timeout;
+        if let Some(waited) = &self.waited {
+            waited.store(0, Ordering::Relaxed);
+        }
         self.logs_left = LOG_LINES_PER_CALL;
         self.logs_dropped = 0;
     }

@@ -410,11 +410,11 @@ impl Plugin {
         store.limiter(|state| &mut state.limiter);
         // At every epoch tick: yield to the runtime so a long call never holds a worker
         // thread, and stop the call with `Trap::Interrupt` once its deadline has passed.
-        store.epoch_deadline_callback(|ctx| {
-            if std::time::Instant::now() >= ctx.data().deadline {
+        store.epoch_deadline_callback(|mut ctx| {
+            if ctx.data().overdue() {
                 Ok(UpdateDeadline::Interrupt)
             } else {
-                Ok(UpdateDeadline::Yield(1))
+                Ok(UpdateDeadline::YieldCustom(1, ctx.data_mut().yield_now()))
             }
         });
         store.data_mut().begin_call(self.settings.timeout);
