@@ -4,12 +4,16 @@
 # In ONE run, against the same upstream (tests/src/bin/bench_upstream.rs, fixed 201-byte JSON):
 #   direct        wrk -> upstream
 #   bare proxy    wrk -> tests/src/bin/bare_proxy.rs -> upstream (the baseline)
-#   portcullis N  wrk -> portcullis serve, route with N plugins (0, 1, 3 fresh; 3 reuse) -> upstream
+#   portcullis N  wrk -> portcullis serve, route with N plugins (0, 1, 3 fresh; 3 reuse; 3 built
+#                 the default way, fresh) -> upstream
 #   portcullis 0, authenticated   the 0-plugin route requiring a bearer token (RS256, verified
 #                 against tests/src/bin/dev_idp.rs on loopback; one token reused, as an agent does)
 # each at CONNECTIONS connections (throughput) and at 1 connection (latency), in ROUNDS
 # interleaved rounds (the order rotates every round), and prints a markdown table of the
-# medians: req/s, req/s ratio to the bare proxy, p50 at 1 connection, p50 added over direct.
+# medians: req/s, req/s ratio to the bare proxy, the serving process's CPU per request at
+# CONNECTIONS (the upstream's for direct; from /proc/PID/stat, so it holds up better than req/s
+# when wrk and the other processes compete for the cores), p50 at 1 connection, p50 added over
+# direct.
 # Ratios and added latencies are taken within a round, then the median of rounds is reported.
 #
 #   scripts/bench-load.sh                   everything (builds what it needs)
@@ -17,7 +21,7 @@
 #
 # Environment: DURATION (10s per wrk run), WARMUP (2s per target, discarded), ROUNDS (3),
 # CONNECTIONS (64), THREADS (2, wrk threads for the CONNECTIONS runs), BASE_PORT (18400: the
-# gateways listen on BASE_PORT..+4, the identity provider on BASE_PORT+5), SKIP_BUILD=1 (use what is already built),
+# gateways listen on BASE_PORT..+4 and +6, the identity provider on BASE_PORT+5), SKIP_BUILD=1 (use what is already built),
 # CARGO_TARGET_DIR (where the binaries are; default target/), PLUGIN_DIR (the built plugins;
 # default target/plugins, where scripts/build-plugins.sh puts them).
 #
@@ -57,6 +61,10 @@ plugin_dir="${PLUGIN_DIR:-$root/target/plugins}" # where scripts/build-plugins.s
 # `chain_of_3_fresh`. Each allows `GET /`: allow-all always; plugin-template blocks only DELETE
 # under /admin/**; misbehave does nothing without an `x-misbehave` header or a `mode` config.
 chain_plugins=(allow-all plugin-template misbehave)
+# The same length with plugins built the default way (`chain_of_3_core_fresh`): misbehave is a
+# wasm32-wasip2 build (it probes the WASI sandbox), whose adapter grows memory in every fresh
+# instance; deny-operations denies only the operation named in its config.
+core_chain_plugins=(allow-all plugin-template deny-operations)
 
 log() { echo "bench-load: $*" >&2; }
 die() {
@@ -104,7 +112,7 @@ if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
         if ! scripts/build-plugins.sh; then
             # build-plugins.sh copies the Rust guests before it builds the Python ones; accept
             # a later failure (e.g. no componentize-py) only if ours were copied just now.
-            for p in "${chain_plugins[@]}"; do
+            for p in "${chain_plugins[@]}" "${core_chain_plugins[@]}"; do
                 [[ "$plugin_dir/$p.wasm" -nt "$marker" ]] \
                     || die "scripts/build-plugins.sh failed and $p.wasm was not rebuilt"
             done
@@ -122,7 +130,7 @@ for b in "${bins[@]}"; do
     cp "$target_dir/release/$b" "$work/bin/$b"
 done
 if [[ $only_baseline -eq 0 ]]; then
-    for p in "${chain_plugins[@]}"; do
+    for p in "${chain_plugins[@]}" "${core_chain_plugins[@]}"; do
         [[ -f "$plugin_dir/$p.wasm" ]] || die "$plugin_dir/$p.wasm is missing: run scripts/build-plugins.sh"
     done
     "$work/bin/portcullis" serve --help >/dev/null 2>&1 \
@@ -170,15 +178,18 @@ check() {
 
 names=()
 declare -A url
+declare -A proc # the process serving each target, whose CPU is counted
 
 start_announcing upstream "$work/bin/bench_upstream" 0
 upstream_url="http://$addr"
 names+=(direct)
 url[direct]="$upstream_url"
+proc[direct]=$pid
 
 start_announcing bare "$work/bin/bare_proxy" 0 "$upstream_url"
 names+=(bare)
 url[bare]="http://$addr"
+proc[bare]=$pid
 
 if [[ $only_baseline -eq 0 ]]; then
     # gateway_config PORT PLUGIN...: a Portcullis configuration with one route through PLUGIN...
@@ -194,19 +205,25 @@ if [[ $only_baseline -eq 0 ]]; then
             if [[ "$p" == plugin-template ]]; then
                 printf '[plugin.config]\nblocked_methods = ["DELETE"]\npaths = ["/admin/**"]\n'
             fi
+            if [[ "$p" == deny-operations ]]; then
+                printf '[plugin.config]\noperations = ["DELETE /admin"]\n'
+            fi
         done
         printf '\n[[route]]\nname = "bench"\nauthentication = "none"\nupstream = "%s"\nplugins = [%s]\n' "$upstream_url" "$list"
     }
     i=0
     # 0, 1 and 3 plugins in fresh mode; 3r: the same 3 in reuse mode (the engine's best case,
-    # for scale: reuse keeps memory between calls, so it is not the default).
-    for n in 0 1 3 3r; do
+    # for scale: reuse keeps memory between calls, so it is not the default); 3c: 3 plugins
+    # built the default way, fresh. Ports BASE_PORT+0..3, then +6 (4 and 5 are taken below).
+    for n in 0 1 3 3r 3c; do
         port=$((BASE_PORT + i))
+        [[ $n == 3c ]] && port=$((BASE_PORT + 6))
         i=$((i + 1))
         port_in_use "$port" && die "port $port is in use: set BASE_PORT"
         instance=fresh
         [[ $n == 3r ]] && instance=reuse
-        plugins=("${chain_plugins[@]:0:${n%r}}")
+        plugins=("${chain_plugins[@]:0:${n%[rc]}}")
+        [[ $n == 3c ]] && plugins=("${core_chain_plugins[@]}")
         gateway_config "$port" "$instance" "${plugins[@]}" >"$work/portcullis-$n.toml"
         start "portcullis-$n" "$work/bin/portcullis" serve --config "$work/portcullis-$n.toml"
         # Ready when it answers (plugins compile at start: allow a while).
@@ -218,6 +235,7 @@ if [[ $only_baseline -eq 0 ]]; then
         done
         names+=("pc$n")
         url[pc$n]="http://127.0.0.1:$port"
+        proc[pc$n]=$pid
     done
 
     # The 0-plugin route again, requiring a verified token from a local identity provider.
@@ -238,6 +256,7 @@ if [[ $only_baseline -eq 0 ]]; then
         printf 'audiences = ["api://portcullis-example"]\n'
     } >"$work/portcullis-0a.toml"
     start "portcullis-0a" "$work/bin/portcullis" serve --config "$work/portcullis-0a.toml"
+    proc[pc0a]=$pid
     header[pc0a]="Authorization: Bearer $(cat "$work/idp/agent.jwt")"
     for _ in $(seq 600); do
         curl -fsS --max-time 1 -o /dev/null -H "${header[pc0a]}" "http://127.0.0.1:$port/" 2>/dev/null && break
@@ -267,13 +286,20 @@ done = function(summary, latency, requests)
 end
 LUA
 
-results="$work/results.tsv" # round target load rps p50 p99
+results="$work/results.tsv" # round target load rps p50 p99 cpu-µs-per-request
 : >"$results"
+
+# cpu_ticks PID: user + system CPU of a process so far, in clock ticks (fields 14 and 15 of
+# /proc/PID/stat, counted after the parenthesised command name).
+cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'; }
+clock_ticks="$(getconf CLK_TCK)"
 
 # measure ROUND NAME LOAD: one wrk run; LOAD is "many" (CONNECTIONS) or "one" (1 connection).
 measure() {
     local round=$1 name=$2 load=$3 duration=${4:-$DURATION} out line
     local h="${header[$name]:-x-bench: 1}"
+    local ticks_before ticks_after
+    ticks_before="$(cpu_ticks "${proc[$name]}")"
     if [[ $load == many ]]; then
         out="$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$duration" --timeout 2s -H "$h" \
             -s "$work/report.lua" "${url[$name]}/" 2>&1)" || die "wrk against $name failed: $out"
@@ -281,6 +307,7 @@ measure() {
         out="$(wrk -t1 -c1 -d"$duration" --latency --timeout 2s -H "$h" \
             -s "$work/report.lua" "${url[$name]}/" 2>&1)" || die "wrk against $name failed: $out"
     fi
+    ticks_after="$(cpu_ticks "${proc[$name]}")"
     line="$(grep '^RESULT ' <<<"$out")" || die "no result from wrk against $name: $out"
     # Any non-2xx/3xx answer, socket error or timeout voids the run.
     if ! grep -q ' connect=0 read=0 write=0 status=0 timeout=0$' <<<"$line" \
@@ -288,9 +315,10 @@ measure() {
         die "$name ($load) had errors: $line"$'\n'"$out"
     fi
     [[ $round == warmup ]] && return 0
-    awk -v r="$round" -v n="$name" -v l="$load" '{
+    awk -v r="$round" -v n="$name" -v l="$load" -v ticks=$((ticks_after - ticks_before)) \
+        -v hz="$clock_ticks" '{
         for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
-        print r, n, l, v["rps"], v["p50"], v["p99"]
+        print r, n, l, v["rps"], v["p50"], v["p99"], ticks / hz * 1e6 / v["requests"]
     }' <<<"$line" >>"$results"
     log "round $round  $(printf '%-6s %-4s' "$name" "$load")  ${line#RESULT }"
 }
@@ -320,36 +348,41 @@ function median(list,    a, n, i, j, t) {
     for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] > t; j--) a[j + 1] = a[j]; a[j + 1] = t }
     return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
 }
-{ if ($3 == "many") rps[$1, $2] = $4; else p50[$1, $2] = $5 }
+{ if ($3 == "many") { rps[$1, $2] = $4; cpu[$1, $2] = $7 } else p50[$1, $2] = $5 }
 END {
-    split("direct bare pc0 pc0a pc1 pc3 pc3r", order, " ")
+    split("direct bare pc0 pc0a pc1 pc3 pc3c pc3r", order, " ")
     label["direct"] = "direct to upstream"; label["bare"] = "bare hyper proxy (baseline)"
     label["pc0"] = "Portcullis, 0 plugins"; label["pc1"] = "Portcullis, 1 plugin"
     label["pc3"] = "Portcullis, 3 plugins"; label["pc3r"] = "Portcullis, 3 plugins, reuse"
     label["pc0a"] = "Portcullis, 0 plugins, token verified"
-    printf "| target | req/s @%d | ratio vs bare proxy | p50 @1 | added p50 vs direct |\n", conns
-    print "|---|---|---|---|---|"
-    for (k = 1; k <= 7; k++) {
+    label["pc3c"] = "Portcullis, 3 plugins built the default way"
+    printf "| target | req/s @%d | ratio vs bare proxy | CPU per request @%d | p50 @1 | added p50 vs direct |\n", conns, conns
+    print "|---|---|---|---|---|---|"
+    for (k = 1; k <= 8; k++) {
         n = order[k]
         if (!((1, n) in rps)) continue
-        r = ""; ra = ""; p = ""; pa = ""
+        r = ""; ra = ""; p = ""; pa = ""; c = ""
         for (i = 1; i <= rounds; i++) {
-            r = r " " rps[i, n]; ra = ra " " rps[i, n] / rps[i, "bare"]
+            r = r " " rps[i, n]; ra = ra " " rps[i, n] / rps[i, "bare"]; c = c " " cpu[i, n]
             p = p " " p50[i, n]; pa = pa " " p50[i, n] - p50[i, "direct"]
         }
         ratio[n] = median(ra); added[n] = median(pa)
-        printf "| %s | %.0f | %.2f× | %.0f µs | %s |\n", label[n], median(r), ratio[n], median(p),
+        printf "| %s | %.0f | %.2f× | %.1f µs | %.0f µs | %s |\n", label[n], median(r), ratio[n],
+            median(c), median(p),
             (n == "direct" ? "—" : sprintf("%+.0f µs", added[n]))
     }
     printf "\nMedians of %d interleaved rounds of %s per run; ratio and added p50 are taken within each round.\n", rounds, dur
+    printf "CPU per request: user + system time of the process serving the target (the upstream for\n"
+    printf "direct, the proxy otherwise) during its runs at %d connections, over the requests completed.\n", conns
     if (!only) {
         printf "Goal, 3 plugins >= 0.90x the bare proxy req/s @%d: %.2fx, %s\n", conns, ratio["pc3"],
             (ratio["pc3"] >= 0.9 ? "met" : "NOT met")
         printf "Goal, 3 plugins <= 50 µs p50 added over direct @1: %+.0f µs, %s\n", added["pc3"],
             (added["pc3"] <= 50 ? "met" : "NOT met")
+        printf "The same for 3 plugins built the default way: %.2fx, %+.0f µs\n", ratio["pc3c"], added["pc3c"]
     }
     print "\nPer round (req/s @" conns " / p50 µs @1):"
-    for (k = 1; k <= 7; k++) {
+    for (k = 1; k <= 8; k++) {
         n = order[k]
         if (!((1, n) in rps)) continue
         line = sprintf("  %-30s", label[n])
