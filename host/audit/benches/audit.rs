@@ -48,6 +48,7 @@ use portcullis_audit::segment;
 use portcullis_audit::verify;
 use portcullis_audit::writer::{AuditLog, Durability, Options, Wait};
 use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
@@ -121,6 +122,9 @@ struct Request {
     tenant: String,
     app_id: String,
     roles: Vec<String>,
+    /// The principal as the decision records it, rendered once per verified token (the
+    /// gateway keeps it with the cached caller).
+    principal: Box<RawValue>,
     plugins: Vec<Plugin>,
     decision: &'static str,
     by: String,
@@ -136,6 +140,18 @@ impl Request {
             hook: "Request",
             verdict: "allow",
         };
+        let issuer = format!("https://login.microsoftonline.com/{tenant}/v2.0");
+        let subject = uuid::Uuid::new_v4().to_string();
+        let app_id = uuid::Uuid::new_v4().to_string();
+        let roles: Vec<String> = vec!["Storage.Reader".into(), "Audit.Viewer".into()];
+        let principal = serde_json::value::to_raw_value(&PrincipalRecord {
+            iss: &issuer,
+            sub: &subject,
+            tenant: &tenant,
+            app_id: &app_id,
+            roles: &roles,
+        })
+        .expect("a principal serialises");
         Request {
             request_id: uuid::Uuid::new_v4().to_string(),
             route: "arm-storage".into(),
@@ -152,11 +168,12 @@ impl Request {
                 (i * 7) % 250,
                 40_000 + i % 20_000
             ),
-            issuer: format!("https://login.microsoftonline.com/{tenant}/v2.0"),
-            subject: uuid::Uuid::new_v4().to_string(),
-            app_id: uuid::Uuid::new_v4().to_string(),
+            issuer,
+            subject,
+            app_id,
             tenant,
-            roles: vec!["Storage.Reader".into(), "Audit.Viewer".into()],
+            roles,
+            principal,
             plugins: vec![
                 plugin("guard", "1.4.2", "guard"),
                 plugin("mask", "0.9.0", "mask"),
@@ -226,7 +243,7 @@ struct DecisionRecord<'a> {
     method: &'a str,
     target: &'a str,
     source: SourceRecord<'a>,
-    principal: PrincipalRecord<'a>,
+    principal: &'a RawValue,
     plugins: PluginRecords<'a>,
     decision: &'a str,
     by: &'a str,
@@ -305,13 +322,7 @@ impl Request {
                 addr: &self.addr,
                 tls: true,
             },
-            principal: PrincipalRecord {
-                iss: &self.issuer,
-                sub: &self.subject,
-                tenant: &self.tenant,
-                app_id: &self.app_id,
-                roles: &self.roles,
-            },
+            principal: &self.principal,
             plugins: PluginRecords(&self.plugins),
             decision: self.decision,
             by: &self.by,

@@ -129,10 +129,18 @@ fn push_json(out: &mut Vec<u8>, value: &Value) {
     let _ = serde_json::to_writer(&mut *out, value);
 }
 
-/// A JSON string, escaped as `serde_json` escapes it.
+/// A JSON string, escaped as `serde_json` escapes it (`"`, `\\` and control characters).
+/// Text with nothing to escape, the usual case for keys, kinds and origins, is copied as is.
 fn push_str(out: &mut Vec<u8>, text: &str) {
-    // Serialising a `str` into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *out, text);
+    if text.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.reserve(text.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(text.as_bytes());
+        out.push(b'"');
+    } else {
+        // Serialising a `str` into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *out, text);
+    }
 }
 
 /// Decimal, as `u64`'s `Display` writes it.
@@ -260,9 +268,10 @@ impl Fields {
     pub fn from_serialize<T: Serialize + ?Sized>(value: &T) -> Result<Self, serde_json::Error> {
         let mut out = Vec::with_capacity(1024);
         value.serialize(Object { out: &mut out })?;
-        // `serde_json` escapes every control character in strings and writes no whitespace
-        // (only a `RawValue`, whose feature this workspace does not enable, could bring one):
-        // checked all the same, as a raw line break would split the line. One branch-free pass.
+        // `serde_json` escapes every control character in strings and writes no whitespace,
+        // but a `RawValue` (a pre-serialised part, such as the gateway's cached principal) is
+        // spliced as it is: checked, as a raw line break would split the line. One branch-free
+        // pass.
         if out.iter().fold(false, |seen, &b| seen | (b < 0x20)) {
             return Err(serde::ser::Error::custom(
                 "a record's fields must not contain raw control characters",
@@ -774,6 +783,53 @@ impl Record {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_pre_serialised_part_is_spliced_as_is_unless_it_would_break_the_line() {
+        #[derive(Serialize)]
+        struct Decision<'a> {
+            principal: &'a serde_json::value::RawValue,
+        }
+        let compact = serde_json::value::to_raw_value(&json!({"sub": "a", "roles": ["r"]}))
+            .expect("a value serialises");
+        let fields = Fields::from_serialize(&Decision {
+            principal: &compact,
+        })
+        .expect("compact JSON is spliced");
+        assert_eq!(
+            fields.as_bytes(),
+            br#""principal":{"sub":"a","roles":["r"]}"#
+        );
+        let broken = serde_json::value::RawValue::from_string("{\n\"sub\": \"a\"\n}".into())
+            .expect("valid JSON with line breaks");
+        let refused = Fields::from_serialize(&Decision { principal: &broken });
+        assert!(refused.is_err(), "{refused:?}");
+    }
+
+    #[test]
+    fn strings_are_escaped_exactly_as_serde_json_escapes_them() {
+        let mut cases: Vec<String> = [
+            "",
+            "request.decision",
+            "test.example/log",
+            "quote \" inside",
+            "back\\slash",
+            "line\nbreak\tand\rcontrols\u{0}\u{1f}",
+            "del \u{7f} and non-ASCII: é, 漢字, 🦀",
+            "</script>",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        // Every single character below 0x80, alone and inside text.
+        cases.extend((0u8..0x80).map(|b| format!("a{}b", b as char)));
+        for text in cases {
+            let mut ours = Vec::new();
+            push_str(&mut ours, &text);
+            let theirs = serde_json::to_vec(&text).expect("a string serialises");
+            assert_eq!(ours, theirs, "{text:?}");
+        }
+    }
 
     fn line(fields: Value) -> Vec<u8> {
         let mut out = Vec::new();
