@@ -17,9 +17,11 @@ use portcullis_audit::har::{Recorder, RecorderOptions};
 use portcullis_audit::note::SigningKey;
 use portcullis_audit::record::Fields;
 use portcullis_audit::writer::{AuditError, AuditLog, Durability, Faults, Opened, Options, Wait};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
+use crate::auth::Caller;
 use crate::config::{AuditConfig, AuditDurability, Config, OnAuditFailure};
 use crate::error::GatewayError;
 use crate::plugin::{Hook, Principal, Step, StepResult};
@@ -231,8 +233,8 @@ pub struct Trail {
     pub route: Option<String>,
     /// The normalized operation.
     pub operation: Option<String>,
-    /// Who called.
-    pub principal: Option<Principal>,
+    /// Who called (the verified caller, shared with the token cache).
+    pub caller: Option<Arc<Caller>>,
     /// The plugins' steps.
     pub steps: Vec<Step>,
     /// `allow`, `deny`, `approval-required`, `approved` or `error`.
@@ -280,7 +282,7 @@ impl Trail {
             target,
             route: None,
             operation: None,
-            principal: None,
+            caller: None,
             steps: Vec::new(),
             decision: "allow",
             by: None,
@@ -305,13 +307,7 @@ impl Trail {
                 addr: self.source.0,
                 tls: self.source.1,
             },
-            principal: self.principal.as_ref().map(|p| PrincipalRecord {
-                iss: &p.issuer,
-                sub: &p.subject,
-                tenant: p.tenant.as_deref(),
-                app_id: p.app_id.as_deref(),
-                roles: &p.roles,
-            }),
+            principal: self.caller.as_deref().map(principal_record),
             plugins: self
                 .steps
                 .iter()
@@ -387,7 +383,7 @@ struct DecisionRecord<'a> {
     method: &'a str,
     target: &'a str,
     source: SourceRecord,
-    principal: Option<PrincipalRecord<'a>>,
+    principal: Option<&'a RawValue>,
     plugins: Vec<StepRecord<'a>>,
     decision: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -404,6 +400,23 @@ struct DecisionRecord<'a> {
 struct SourceRecord {
     addr: SocketAddr,
     tls: bool,
+}
+
+/// The caller's principal as a decision records it, serialised once per verified token (kept
+/// with the cached caller): a decision record splices the bytes.
+fn principal_record(caller: &Caller) -> &RawValue {
+    caller.audit_record.get_or_init(|| {
+        let p = &caller.principal;
+        let record = PrincipalRecord {
+            iss: &p.issuer,
+            sub: &p.subject,
+            tenant: p.tenant.as_deref(),
+            app_id: p.app_id.as_deref(),
+            roles: &p.roles,
+        };
+        // Strings and a list of strings always serialise.
+        serde_json::value::to_raw_value(&record).expect("a principal record serialises")
+    })
 }
 
 /// The caller, by identity only: never a token.

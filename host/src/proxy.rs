@@ -38,6 +38,11 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
         .boxed()
 }
 
+/// The gateway's id for a request, on the response and the forwarded request.
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// The W3C trace context the gateway continues (or starts).
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+
 /// Who sent a request, and over what.
 #[derive(Debug, Clone, Copy)]
 pub struct Client {
@@ -56,22 +61,31 @@ where
 {
     let started = Instant::now();
     let ids = Ids {
-        request_id: uuid::Uuid::new_v4().to_string(),
+        request_id: String::from(
+            uuid::Uuid::new_v4()
+                .hyphenated()
+                .encode_lower(&mut uuid::Uuid::encode_buffer()),
+        ),
         client_request_id: request.headers().get("x-ms-client-request-id").cloned(),
     };
     let route = gateway.route(
         authority(request.uri(), request.headers()),
         request.uri().path(),
     );
-    let mut trail = Trail::new(
-        &ids.request_id,
-        (client.addr, client.tls),
-        request.method().as_str(),
-        format!(
+    // The target is only ever read by the audit log: redacted only when there is one.
+    let target = match &gateway.audit {
+        Some(_) => format!(
             "{}{}",
             authority(request.uri(), request.headers()).unwrap_or_default(),
             audit::redact_target(request.uri().path_and_query().map_or("/", |p| p.as_str()))
         ),
+        None => String::new(),
+    };
+    let mut trail = Trail::new(
+        &ids.request_id,
+        (client.addr, client.tls),
+        request.method().as_str(),
+        target,
     );
     let head = head_size(&request);
     let outcome = match route {
@@ -100,7 +114,7 @@ where
         Err(e) => error::into_response(&e, route.map(|r| r.kind), &ids),
     };
     if let Ok(id) = HeaderValue::from_str(&ids.request_id) {
-        response.headers_mut().insert("x-request-id", id);
+        response.headers_mut().insert(X_REQUEST_ID, id);
     }
     // Every exit is audited: a failure before the decision was recorded gets its record now,
     // and the completion record follows the response's last byte.
@@ -153,7 +167,7 @@ where
         .identity
         .authenticate(route, &parts.uri, &parts.headers)
         .await?;
-    trail.principal = caller.as_ref().map(|c| c.principal.clone());
+    trail.caller = caller.clone();
     // This request's pass through its plugins, which keeps their instances until it is decided.
     let mut chain = route.chain_for(caller.as_deref())?.begin();
     let facts = facts(route, &parts, client, ids, caller.as_deref());
@@ -162,7 +176,7 @@ where
     strip_hop_by_hop(&mut parts.headers);
     if gateway.audit.as_ref().is_some_and(|a| a.recording()) {
         trail.entry = Some(Box::new(audit::Entry {
-            session: audit::session_id(trail.principal.as_ref()),
+            session: audit::session_id(caller.as_ref().map(|c| &c.principal)),
             started: std::time::SystemTime::now(),
             method: facts.method.clone(),
             url: format!(
@@ -171,10 +185,9 @@ where
             ),
             request_headers: audit::header_pairs(&parts.headers),
             request_id: ids.request_id.clone(),
-            principal: trail
-                .principal
+            principal: caller
                 .as_ref()
-                .map(|p| format!("{} ({})", p.subject, p.issuer)),
+                .map(|c| format!("{} ({})", c.principal.subject, c.principal.issuer)),
             ..audit::Entry::default()
         }));
     }
@@ -711,19 +724,21 @@ fn apply_edits(headers: &mut HeaderMap, edits: &[HeaderEdit]) {
 /// Set `x-request-id`, and continue the client's W3C trace (or start one) with a new span.
 fn set_trace_headers(headers: &mut HeaderMap, ids: &Ids) {
     if let Ok(id) = HeaderValue::from_str(&ids.request_id) {
-        headers.insert("x-request-id", id);
+        headers.insert(X_REQUEST_ID, id);
     }
-    let span = &uuid::Uuid::new_v4().simple().to_string()[..16];
+    let mut span = uuid::Uuid::encode_buffer();
+    let span = &uuid::Uuid::new_v4().simple().encode_lower(&mut span)[..16];
     let incoming = headers
-        .get("traceparent")
+        .get(TRACEPARENT)
         .and_then(|v| v.to_str().ok())
         .and_then(parse_traceparent);
     let value = match incoming {
         Some((trace, flags)) => format!("00-{trace}-{span}-{flags}"),
         None => format!("00-{}-{span}-01", uuid::Uuid::new_v4().simple()),
     };
-    if let Ok(v) = HeaderValue::from_str(&value) {
-        headers.insert("traceparent", v);
+    // Takes the string's buffer as is (`from_str` would copy it).
+    if let Ok(v) = HeaderValue::try_from(value) {
+        headers.insert(TRACEPARENT, v);
     }
 }
 

@@ -251,12 +251,14 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 
 /// Append the client's address to `X-Forwarded-For`.
 pub fn append_forwarded_for(headers: &mut HeaderMap, client: std::net::IpAddr) {
-    let value = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+    const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+    let value = match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
         Some(previous) => format!("{previous}, {client}"),
         None => client.to_string(),
     };
-    if let Ok(v) = HeaderValue::from_str(&value) {
-        headers.insert("x-forwarded-for", v);
+    // Takes the string's buffer as is (`from_str` would copy it).
+    if let Ok(v) = HeaderValue::try_from(value) {
+        headers.insert(X_FORWARDED_FOR, v);
     }
 }
 

@@ -101,6 +101,7 @@ mod tests {
                 scopes: vec!["read".into()],
                 claims: vec![],
             },
+            audit_record: Default::default(),
         }
     }
 

@@ -13,11 +13,12 @@ mod access;
 mod keys;
 mod provider;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use http::header::{self, HeaderMap};
 use http::{StatusCode, Uri};
+use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 
 pub use self::access::{Access, Admission};
@@ -36,6 +37,9 @@ pub struct Caller {
     pub provider: usize,
     /// Who it is.
     pub principal: Principal,
+    /// The principal as the audit log records it, serialised on first use and kept with the
+    /// cached verification, so a token's requests do not serialise it again.
+    pub audit_record: OnceLock<Box<RawValue>>,
 }
 
 /// A cached verification.
@@ -319,6 +323,7 @@ impl Identity {
         let caller = Arc::new(Caller {
             provider: provider_index,
             principal: verified.principal,
+            audit_record: OnceLock::new(),
         });
         self.cache.insert(
             key,
