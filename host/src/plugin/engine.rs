@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -145,6 +145,20 @@ impl PluginEngine {
         &self.inner.engine
     }
 
+    /// Mark a guest call in flight for as long as the guard lives: the epoch (and so every
+    /// deadline) advances only while at least one is, and an idle gateway's ticker sleeps.
+    pub(crate) fn ticking(&self) -> Ticking {
+        self.inner.ticker.begin();
+        Ticking {
+            engine: self.clone(),
+        }
+    }
+
+    /// Epoch ticks so far (observability and tests).
+    pub fn ticks(&self) -> u64 {
+        self.inner.ticker.shared.ticks.load(Ordering::SeqCst)
+    }
+
     /// Leave to keep one instance between the hooks of a request, while fewer than half the
     /// pool's instances are kept that way; `None` when that many already are.
     pub(crate) fn hold(&self) -> Option<Hold> {
@@ -273,41 +287,151 @@ impl Drop for Hold {
     }
 }
 
+/// A guest call in flight (see `PluginEngine::ticking`), ended when dropped.
+pub(crate) struct Ticking {
+    engine: PluginEngine,
+}
+
+impl Drop for Ticking {
+    fn drop(&mut self) {
+        self.engine
+            .inner
+            .ticker
+            .shared
+            .calls
+            .fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 impl Drop for Inner {
     fn drop(&mut self) {
         self.ticker.stop();
     }
 }
 
-/// The thread that advances the engine's epoch every `EPOCH_TICK`, so deadlines fire.
+/// The thread that advances the engine's epoch every `EPOCH_TICK` while a guest call is in
+/// flight, so deadlines fire; parked while none is, so an idle gateway does not wake a
+/// thousand times a second.
 struct Ticker {
-    stop: Arc<AtomicBool>,
+    shared: Arc<TickerShared>,
     thread: Option<JoinHandle<()>>,
+}
+
+#[derive(Default)]
+struct TickerShared {
+    stop: AtomicBool,
+    /// Guest calls in flight.
+    calls: AtomicUsize,
+    ticks: AtomicU64,
 }
 
 impl Ticker {
     /// Without this thread no deadline could fire, so failing to start it fails the engine.
     fn start(engine: Engine) -> std::io::Result<Self> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
+        let shared = Arc::new(TickerShared::default());
+        let state = shared.clone();
         let thread = std::thread::Builder::new()
             .name("portcullis-epoch".into())
             .spawn(move || {
-                while !flag.load(Ordering::Relaxed) {
+                while !state.stop.load(Ordering::SeqCst) {
+                    if state.calls.load(Ordering::SeqCst) == 0 {
+                        // Woken by the first call to begin (`begin`) or by `stop`; a wake that
+                        // came first is kept, so none is lost between the check and the park.
+                        std::thread::park();
+                        continue;
+                    }
                     std::thread::sleep(EPOCH_TICK);
                     engine.increment_epoch();
+                    state.ticks.fetch_add(1, Ordering::SeqCst);
                 }
             })?;
         Ok(Ticker {
-            stop,
+            shared,
             thread: Some(thread),
         })
     }
 
+    /// A call begins: wake the thread if it was the only one.
+    fn begin(&self) {
+        if self.shared.calls.fetch_add(1, Ordering::SeqCst) == 0
+            && let Some(thread) = &self.thread
+        {
+            thread.thread().unpark();
+        }
+    }
+
     fn stop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        self.shared.stop.store(true, Ordering::SeqCst);
         if let Some(thread) = self.thread.take() {
+            thread.thread().unpark();
             let _ = thread.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::time::Instant;
+
+    use super::*;
+
+    /// Polls `ticks` until `done` says yes, for at most 10 s.
+    fn eventually(engine: &PluginEngine, done: impl Fn(u64) -> bool) -> bool {
+        let until = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < until {
+            if done(engine.ticks()) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        false
+    }
+
+    /// Whether the epoch stood still for 50 ms at some point within 10 s.
+    fn stands_still(engine: &PluginEngine) -> bool {
+        let until = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < until {
+            let before = engine.ticks();
+            std::thread::sleep(Duration::from_millis(50));
+            if engine.ticks() == before {
+                return true;
+            }
+        }
+        false
+    }
+
+    #[test]
+    fn the_epoch_advances_only_while_a_call_is_in_flight() {
+        let engine = PluginEngine::new(EngineSettings {
+            max_instances: 4,
+            ..EngineSettings::default()
+        })
+        .unwrap();
+        assert_eq!(engine.ticks(), 0, "no call yet, no tick");
+        std::thread::sleep(Duration::from_millis(30));
+        assert_eq!(engine.ticks(), 0, "an idle engine does not tick");
+
+        let first = engine.ticking();
+        let second = engine.ticking();
+        assert!(
+            eventually(&engine, |t| t >= 3),
+            "a call in flight makes it tick"
+        );
+        drop(first);
+        let now = engine.ticks();
+        assert!(
+            eventually(&engine, |t| t >= now + 3),
+            "it keeps ticking while any call is in flight"
+        );
+        drop(second);
+        assert!(stands_still(&engine), "the last call's end stops it");
+
+        let _third = engine.ticking();
+        let now = engine.ticks();
+        assert!(
+            eventually(&engine, |t| t >= now + 3),
+            "the next call wakes it again"
+        );
     }
 }

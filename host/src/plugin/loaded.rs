@@ -10,7 +10,7 @@ use wasmtime::{Store, UpdateDeadline};
 
 use super::bindings::PolicyPre;
 use super::contract::{self, Stage};
-use super::engine::Hold;
+use super::engine::{Hold, Ticking};
 use super::host::{HostState, PluginContext};
 use super::{
     Descriptor, Hook, InstanceMode, Phases, PluginEngine, PluginError, PluginId, PluginSettings,
@@ -40,6 +40,8 @@ struct Warm {
     calls: u32,
     /// The engine's leave to keep this instance between the hooks of one request.
     hold: Option<Hold>,
+    /// Set while a call runs in the instance: keeps the engine's epoch advancing.
+    ticking: Option<Ticking>,
 }
 
 /// The instance a plugin keeps for the rest of one request, so that a request costs one
@@ -373,6 +375,7 @@ impl Plugin {
             Some(warm) => warm,
             None => self.instantiate(hook).await?,
         };
+        warm.ticking = Some(self.engine.ticking());
         warm.store.data_mut().begin_call(self.settings.timeout);
         warm.store.set_epoch_deadline(1);
         Ok(warm)
@@ -389,6 +392,7 @@ impl Plugin {
         result: wasmtime::Result<R>,
     ) -> Result<R, PluginError> {
         warm.store.data_mut().end_call();
+        warm.ticking = None;
         match result {
             Ok(value) => {
                 warm.calls += 1;
@@ -417,6 +421,7 @@ impl Plugin {
                 Ok(UpdateDeadline::YieldCustom(1, ctx.data_mut().yield_now()))
             }
         });
+        let ticking = self.engine.ticking();
         store.data_mut().begin_call(self.settings.timeout);
         store.set_epoch_deadline(1);
         match self.pre.instance_pre().instantiate_async(&mut store).await {
@@ -425,6 +430,7 @@ impl Plugin {
                 instance,
                 calls: 0,
                 hold: None,
+                ticking: Some(ticking),
             }),
             Err(e) => {
                 if e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
