@@ -294,12 +294,7 @@ pub(crate) struct Ticking {
 
 impl Drop for Ticking {
     fn drop(&mut self) {
-        self.engine
-            .inner
-            .ticker
-            .shared
-            .calls
-            .fetch_sub(1, Ordering::SeqCst);
+        self.engine.inner.ticker.end();
     }
 }
 
@@ -358,6 +353,11 @@ impl Ticker {
         {
             thread.thread().unpark();
         }
+    }
+
+    /// A call ends (the thread parks at its next tick if it was the last).
+    fn end(&self) {
+        self.shared.calls.fetch_sub(1, Ordering::SeqCst);
     }
 
     fn stop(&mut self) {

@@ -375,7 +375,8 @@ impl Plugin {
             Some(warm) => warm,
             None => self.instantiate(hook).await?,
         };
-        warm.ticking = Some(self.engine.ticking());
+        // A new instance is already ticking (since its instantiation); an idle one starts now.
+        warm.ticking.get_or_insert_with(|| self.engine.ticking());
         warm.store.data_mut().begin_call(self.settings.timeout);
         warm.store.set_epoch_deadline(1);
         Ok(warm)
