@@ -24,7 +24,7 @@ use sha2::{Digest, Sha256};
 use crate::auth::Caller;
 use crate::config::{AuditConfig, AuditDurability, Config, OnAuditFailure};
 use crate::error::GatewayError;
-use crate::plugin::{Hook, Principal, Step, StepResult};
+use crate::plugin::{Principal, Step, StepResult};
 use crate::proxy::{Body, BodyError};
 
 /// The open audit log, the session recorder, and the operator's failure policy. Outlives
@@ -308,24 +308,7 @@ impl Trail {
                 tls: self.source.1,
             },
             principal: self.caller.as_deref().map(principal_record),
-            plugins: self
-                .steps
-                .iter()
-                .map(|s| {
-                    let (verdict, error) = match &s.result {
-                        StepResult::Verdict(v) => (*v, None),
-                        StepResult::FailedOpen(e) => ("failed-open", Some(e.as_str())),
-                    };
-                    StepRecord {
-                        name: &s.plugin.name,
-                        version: &s.plugin.version,
-                        sha256: &s.plugin.sha256,
-                        hook: s.hook,
-                        verdict,
-                        error,
-                    }
-                })
-                .collect(),
+            plugins: StepRecords(&self.steps),
             decision: self.decision,
             by: self.by.as_deref(),
             code: self.code.as_deref(),
@@ -384,7 +367,7 @@ struct DecisionRecord<'a> {
     target: &'a str,
     source: SourceRecord,
     principal: Option<&'a RawValue>,
-    plugins: Vec<StepRecord<'a>>,
+    plugins: StepRecords<'a>,
     decision: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     by: Option<&'a str>,
@@ -429,19 +412,38 @@ struct PrincipalRecord<'a> {
     roles: &'a [String],
 }
 
+/// The plugins' steps, serialised straight from the trail (no `Vec` of records per request).
+struct StepRecords<'a>(&'a [Step]);
+
+impl serde::Serialize for StepRecords<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.iter().map(|s| {
+            let (verdict, error) = match &s.result {
+                StepResult::Verdict(v) => (*v, None),
+                StepResult::FailedOpen(e) => ("failed-open", Some(e.as_str())),
+            };
+            StepRecord {
+                name: &s.plugin.name,
+                version: &s.plugin.version,
+                sha256: &s.plugin.sha256,
+                hook: s.hook.name(),
+                verdict,
+                error,
+            }
+        }))
+    }
+}
+
+/// One step: which plugin (name, version, sha256), which hook (its WIT name, e.g.
+/// `on-request`), and what came of it.
 #[derive(serde::Serialize)]
 struct StepRecord<'a> {
     name: &'a str,
     version: &'a str,
     sha256: &'a str,
-    #[serde(serialize_with = "hook_name")]
-    hook: Hook,
+    hook: &'static str,
     verdict: &'a str,
     error: Option<&'a str>,
-}
-
-fn hook_name<S: serde::Serializer>(hook: &Hook, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_str(&format_args!("{hook:?}"))
 }
 
 /// `request.completion`: how the request ended.

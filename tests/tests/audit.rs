@@ -221,13 +221,20 @@ async fn a_request_is_decided_on_disk_before_the_upstream_sees_it_and_completed_
         env.idp.issuer().as_str()
     );
     assert_eq!(decision.fields["operation"], "GET /items");
-    let plugins: Vec<&str> = decision.fields["plugins"]
+    let plugins: Vec<(&str, &str, &str)> = decision.fields["plugins"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|p| p["name"].as_str().unwrap())
+        .map(|p| {
+            let text = |key: &str| p[key].as_str().unwrap();
+            (text("name"), text("hook"), text("verdict"))
+        })
         .collect();
-    assert!(plugins.contains(&"plugin-template"), "{plugins:?}");
+    // Hooks by their names in the contract.
+    assert!(
+        plugins.contains(&("plugin-template", "on-request", "allow")),
+        "{plugins:?}"
+    );
     assert!(
         decision.fields["target"]
             .as_str()

@@ -119,16 +119,23 @@ pub enum Hook {
     OnResponseBody,
 }
 
-impl fmt::Display for Hook {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl Hook {
+    /// The export's name in the contract (wit/), as logs and audit records give it.
+    pub fn name(self) -> &'static str {
+        match self {
             Hook::Describe => "describe",
             Hook::Configure => "configure",
             Hook::OnRequest => "on-request",
             Hook::OnRequestBody => "on-request-body",
             Hook::OnResponse => "on-response",
             Hook::OnResponseBody => "on-response-body",
-        })
+        }
+    }
+}
+
+impl fmt::Display for Hook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
     }
 }
 
