@@ -41,6 +41,10 @@ pub enum Command {
         /// The gateway's admin listener (`server.admin_listen`).
         #[arg(long, global = true, default_value = "127.0.0.1:9090")]
         admin: SocketAddr,
+        /// A file holding the admin token (the gateway's `server.admin_token_file`); unset:
+        /// none is sent, which a gateway without an admin token accepts from loopback only.
+        #[arg(long, global = true)]
+        token_file: Option<PathBuf>,
     },
     /// Make an Ed25519 signing key for the audit log: `PREFIX.key` (PKCS#8 PEM, mode 0600) for
     /// the gateway, `PREFIX.pub` (a verifier key, one line) for auditors' trust files.
@@ -385,13 +389,22 @@ pub enum PluginsAction {
     Reload,
 }
 
-/// Send `method path` to an admin listener; the status and the body.
+/// Send `method path` to an admin listener, with the admin token when one is given; the
+/// status and the body.
 pub async fn admin_request(
     admin: SocketAddr,
     method: http::Method,
     path: &str,
+    token: Option<&str>,
 ) -> Result<(u16, String), String> {
-    admin_call(admin, method, path, None, None).await
+    admin_call(admin, method, path, token, None).await
+}
+
+/// A token from a file (`--token-file`): its text without surrounding whitespace.
+pub fn read_token(file: &Path) -> Result<String, String> {
+    let bytes = crate::credential::read_secret(file).map_err(|e| e.to_string())?;
+    let text = String::from_utf8(bytes).map_err(|_| format!("{}: not UTF-8", file.display()))?;
+    Ok(text.trim().to_string())
 }
 
 /// A call to the admin listener with a bearer token and a JSON body; the status and the body.
@@ -475,11 +488,7 @@ pub async fn approvals(
     token_file: Option<&Path>,
 ) -> u8 {
     let token = match token_file {
-        Some(file) => crate::credential::read_secret(file)
-            .map_err(|e| e.to_string())
-            .and_then(|t| {
-                String::from_utf8(t).map_err(|_| format!("{}: not UTF-8", file.display()))
-            }),
+        Some(file) => read_token(file),
         None => std::env::var("PORTCULLIS_TOKEN")
             .map_err(|_| "no token: pass --token-file or set PORTCULLIS_TOKEN".to_string()),
     };

@@ -348,9 +348,15 @@ pub struct ServerConfig {
     /// Serve plain HTTP instead of TLS: for local development only.
     #[serde(default)]
     pub plaintext: bool,
-    /// The admin listener (`/healthz`, `/readyz`); unset: none.
+    /// The admin listener (`/healthz`, `/readyz`, `/plugins`, `/reload`, and the approvers'
+    /// API); unset: none.
     #[serde(default)]
     pub admin_listen: Option<SocketAddr>,
+    /// A file holding the bearer token that the admin listener's operator endpoints
+    /// (`/plugins`, `/reload`) require. Unset: they answer only clients connecting from a
+    /// loopback address, and refuse every other client with 403.
+    #[serde(default)]
+    pub admin_token_file: Option<PathBuf>,
     /// How long a shutdown waits for in-flight requests, e.g. `"10s"`.
     #[serde(default = "default_shutdown_grace", with = "humantime_serde")]
     pub shutdown_grace: Duration,
@@ -366,6 +372,7 @@ impl Default for ServerConfig {
             tls: None,
             plaintext: false,
             admin_listen: None,
+            admin_token_file: None,
             shutdown_grace: default_shutdown_grace(),
             max_header_bytes: default_max_header_bytes(),
         }
@@ -1231,6 +1238,20 @@ impl Config {
             }
             (None, true) => {}
         }
+        if let Some(file) = &server.admin_token_file {
+            let file = self.path(file);
+            if server.admin_listen.is_none() {
+                problem(
+                    "server.admin_token_file".into(),
+                    "has no effect without server.admin_listen".into(),
+                );
+            } else if !file.is_file() {
+                problem(
+                    "server.admin_token_file".into(),
+                    format!("{} does not exist", file.display()),
+                );
+            }
+        }
         if server
             .admin_listen
             .is_some_and(|a| a == server.listen && a.port() != 0)
@@ -1421,6 +1442,39 @@ mod tests {
                 "plugin[1].memory_limit",
                 "plugin[1].reuse_calls"
             ]
+        );
+    }
+
+    #[test]
+    fn an_admin_token_file_must_exist_and_needs_an_admin_listener() {
+        let dir = dir_with(&[]);
+        let problems = |server: &str| {
+            let text = format!("plugin_dir = \"plugins\"\n[server]\nplaintext = true\n{server}");
+            match Config::parse(&text, dir.path()) {
+                Err(ConfigError::Invalid(problems)) => problems
+                    .iter()
+                    .map(|p| format!("{}: {}", p.key, p.message))
+                    .collect::<Vec<_>>(),
+                Ok(_) => Vec::new(),
+                Err(e) => panic!("{e}"),
+            }
+        };
+        assert_eq!(
+            problems("admin_token_file = \"admin.token\""),
+            ["server.admin_token_file: has no effect without server.admin_listen"]
+        );
+        let missing =
+            problems("admin_listen = \"127.0.0.1:0\"\nadmin_token_file = \"admin.token\"");
+        assert_eq!(missing.len(), 1, "{missing:?}");
+        assert!(
+            missing[0].starts_with("server.admin_token_file: ")
+                && missing[0].ends_with("admin.token does not exist"),
+            "{missing:?}"
+        );
+        std::fs::write(dir.path().join("admin.token"), "t\n").unwrap();
+        assert!(
+            problems("admin_listen = \"127.0.0.1:0\"\nadmin_token_file = \"admin.token\"")
+                .is_empty()
         );
     }
 

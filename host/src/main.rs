@@ -25,7 +25,11 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Serve { config } => runtime.block_on(serve(&config)),
-        Command::Plugins { action, admin } => runtime.block_on(plugins(action, admin)),
+        Command::Plugins {
+            action,
+            admin,
+            token_file,
+        } => runtime.block_on(plugins(action, admin, token_file.as_deref())),
         Command::Approvals {
             action,
             admin,
@@ -75,12 +79,23 @@ fn main() -> ExitCode {
 }
 
 /// `portcullis plugins list | reload` against a running gateway's admin listener.
-async fn plugins(action: PluginsAction, admin: std::net::SocketAddr) -> ExitCode {
+async fn plugins(
+    action: PluginsAction,
+    admin: std::net::SocketAddr,
+    token_file: Option<&std::path::Path>,
+) -> ExitCode {
     let (method, path) = match action {
         PluginsAction::List => (http::Method::GET, "/plugins"),
         PluginsAction::Reload => (http::Method::POST, "/reload"),
     };
-    match portcullis::cli::admin_request(admin, method, path).await {
+    let token = match token_file.map(portcullis::cli::read_token).transpose() {
+        Ok(token) => token,
+        Err(e) => {
+            eprintln!("portcullis: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match portcullis::cli::admin_request(admin, method, path, token.as_deref()).await {
         Ok((200, body)) if path == "/plugins" => {
             match serde_json::from_str(&body) {
                 Ok(status) => print!("{}", portcullis::cli::render_plugins(&status)),

@@ -20,6 +20,7 @@ use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
 use serde_json::json;
+use sha2::{Digest, Sha256};
 
 use crate::approval::{self, Approvals};
 use crate::audit::Audit;
@@ -50,6 +51,9 @@ pub enum StartError {
     /// The approval store or its webhooks could not be set up.
     #[error("approvals: {0}")]
     Approvals(String),
+    /// The admin listener's token file could not be read.
+    #[error("server.admin_token_file: {0}")]
+    AdminToken(String),
     /// A listener could not bind.
     #[error("cannot listen on {addr}: {reason}")]
     Bind {
@@ -140,6 +144,7 @@ pub async fn start_with(config: &Config, mut gateway: Gateway) -> Result<Running
     let tls = tls_acceptor(config)?;
     let listener = bind(server.listen).await?;
     let addr = local_addr(&listener, server.listen)?;
+    let operators = Arc::new(Operators::from_config(config)?);
     let (admin_listener, admin_addr) = match server.admin_listen {
         Some(admin) => {
             let listener = bind(admin).await?;
@@ -214,6 +219,7 @@ pub async fn start_with(config: &Config, mut gateway: Gateway) -> Result<Running
             listener,
             ready.clone(),
             live.clone(),
+            operators,
             admin_stopped,
         ));
         admin_task = Some((task, admin_stop));
@@ -357,19 +363,108 @@ async fn accept(
     }
 }
 
+/// Who may use the admin listener's operator endpoints (`/plugins`, `/reload`): with
+/// `server.admin_token_file`, a client presenting that bearer token; without, only clients
+/// connecting from a loopback address (fail closed when the listener is bound more widely).
+/// Health probes and the approvers' API (which checks its own tokens) are not gated here.
+struct Operators {
+    /// SHA-256 of the token: compared digest to digest, so the comparison's timing says
+    /// nothing about the token itself.
+    token: Option<[u8; 32]>,
+}
+
+impl Operators {
+    fn from_config(config: &Config) -> Result<Operators, StartError> {
+        let token = match &config.server.admin_token_file {
+            Some(file) => {
+                let secret = crate::credential::read_secret(&config.path(file))
+                    .map_err(|e| StartError::AdminToken(e.to_string()))?;
+                Some(Sha256::digest(secret.trim_ascii()).into())
+            }
+            None => None,
+        };
+        Ok(Operators { token })
+    }
+
+    /// `Ok` when the client may go on, else the refusal.
+    fn admit(&self, peer: SocketAddr, headers: &http::HeaderMap) -> Result<(), Refusal> {
+        let Some(expected) = &self.token else {
+            return match peer.ip().to_canonical().is_loopback() {
+                true => Ok(()),
+                false => Err(Refusal::NotLoopback),
+            };
+        };
+        // The scheme is case-insensitive (RFC 9110 §11.1).
+        let presented = headers
+            .get(http::header::AUTHORIZATION)
+            .map(|v| v.as_bytes())
+            .filter(|v| v.len() > 7 && v[..7].eq_ignore_ascii_case(b"bearer "))
+            .map(|v| v[7..].trim_ascii())
+            .ok_or(Refusal::NoToken)?;
+        match <[u8; 32]>::from(Sha256::digest(presented)) == *expected {
+            true => Ok(()),
+            false => Err(Refusal::WrongToken),
+        }
+    }
+}
+
+/// Why an operator endpoint refused a client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    /// No token is configured and the client is not on a loopback address.
+    NotLoopback,
+    /// A token is required and none was presented.
+    NoToken,
+    /// The token presented is not the configured one.
+    WrongToken,
+}
+
+/// The one mapping of operator refusals to responses (the token is never echoed).
+fn refuse(refusal: Refusal) -> Response<Body> {
+    let (status, code, message) = match refusal {
+        Refusal::NotLoopback => (
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            "/plugins and /reload answer only on loopback unless server.admin_token_file is set",
+        ),
+        Refusal::NoToken => (
+            StatusCode::UNAUTHORIZED,
+            "Unauthorized",
+            "this endpoint needs the admin token (Authorization: Bearer …)",
+        ),
+        Refusal::WrongToken => (
+            StatusCode::UNAUTHORIZED,
+            "Unauthorized",
+            "the admin token presented is not valid",
+        ),
+    };
+    let mut response = json(
+        status,
+        &json!({"error": {"code": code, "message": message}}),
+    );
+    if status == StatusCode::UNAUTHORIZED {
+        response.headers_mut().insert(
+            http::header::WWW_AUTHENTICATE,
+            http::HeaderValue::from_static("Bearer realm=\"portcullis-admin\""),
+        );
+    }
+    response
+}
+
 /// `/healthz`: the process is alive. `/readyz`: it accepts traffic: not while draining, nor
 /// while an identity provider's keys have never loaded. `GET /plugins`: the plugins serving
 /// now and the reload status (JSON). `POST /reload`: reload now; 200 when applied or
-/// unchanged, 422 with the reason when rejected.
+/// unchanged, 422 with the reason when rejected. The last two only for [`Operators`].
 async fn serve_admin(
     listener: TcpListener,
     ready: Arc<AtomicBool>,
     live: Arc<Live>,
+    operators: Arc<Operators>,
     mut stopped: watch::Receiver<bool>,
 ) {
     let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
     loop {
-        let (stream, _) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             _ = stopped.changed() => break,
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
@@ -377,26 +472,34 @@ async fn serve_admin(
             },
         };
         let (builder, ready, live) = (builder.clone(), ready.clone(), live.clone());
+        let operators = operators.clone();
         tokio::spawn(async move {
             let service = service_fn(move |request: Request<Incoming>| {
                 let readiness = match ready.load(Ordering::SeqCst) {
                     false => Err("draining".to_string()),
                     true => live.gateway().identity.unready().map_or(Ok(()), Err),
                 };
-                let live = live.clone();
+                let (live, operators) = (live.clone(), operators.clone());
                 async move {
                     if approval::api::serves(request.uri().path()) {
                         return Ok(approval::api::handle(&live.gateway(), request).await);
                     }
                     let response = match (request.method(), request.uri().path()) {
-                        (&http::Method::GET, "/plugins") => json(StatusCode::OK, &plugins(&live)),
-                        (&http::Method::POST, "/reload") => {
-                            let attempt = live.reload("admin").await;
-                            let status = match attempt.outcome {
-                                Outcome::Rejected => StatusCode::UNPROCESSABLE_ENTITY,
-                                _ => StatusCode::OK,
-                            };
-                            json(status, &serde_json::json!(attempt))
+                        (&http::Method::GET, "/plugins") | (&http::Method::POST, "/reload") => {
+                            match operators.admit(peer, request.headers()) {
+                                Err(refusal) => refuse(refusal),
+                                Ok(()) if request.method() == http::Method::GET => {
+                                    json(StatusCode::OK, &plugins(&live))
+                                }
+                                Ok(()) => {
+                                    let attempt = live.reload("admin").await;
+                                    let status = match attempt.outcome {
+                                        Outcome::Rejected => StatusCode::UNPROCESSABLE_ENTITY,
+                                        _ => StatusCode::OK,
+                                    };
+                                    json(status, &serde_json::json!(attempt))
+                                }
+                            }
                         }
                         (_, path) => admin(path, readiness),
                     };
@@ -468,4 +571,99 @@ fn admin(path: &str, readiness: Result<(), String>) -> Response<Body> {
     let mut response = Response::new(full(text));
     *response.status_mut() = status;
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(authorization: Option<&str>) -> http::HeaderMap {
+        let mut headers = http::HeaderMap::new();
+        if let Some(value) = authorization {
+            headers.insert(
+                http::header::AUTHORIZATION,
+                http::HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        headers
+    }
+
+    fn peer(addr: &str) -> SocketAddr {
+        addr.parse().unwrap()
+    }
+
+    #[test]
+    fn without_a_token_only_loopback_clients_are_operators() {
+        let open = Operators { token: None };
+        for addr in [
+            "127.0.0.1:5000",
+            "127.8.9.1:5000",
+            "[::1]:5000",
+            "[::ffff:127.0.0.1]:5000",
+        ] {
+            assert_eq!(open.admit(peer(addr), &headers(None)), Ok(()), "{addr}");
+        }
+        for addr in [
+            "10.0.0.7:5000",
+            "192.0.2.1:5000",
+            "[2001:db8::1]:5000",
+            "[::ffff:10.0.0.7]:5000",
+        ] {
+            assert_eq!(
+                open.admit(peer(addr), &headers(Some("Bearer anything"))),
+                Err(Refusal::NotLoopback),
+                "{addr}"
+            );
+        }
+    }
+
+    #[test]
+    fn with_a_token_every_client_must_present_it() {
+        let token = Operators {
+            token: Some(Sha256::digest(b"s3cret-admin-token").into()),
+        };
+        for addr in ["127.0.0.1:5000", "10.0.0.7:5000"] {
+            let addr = peer(addr);
+            assert_eq!(token.admit(addr, &headers(None)), Err(Refusal::NoToken));
+            assert_eq!(
+                token.admit(addr, &headers(Some("Basic czNjcmV0"))),
+                Err(Refusal::NoToken)
+            );
+            assert_eq!(
+                token.admit(addr, &headers(Some("Bearer s3cret-admin-tokeN"))),
+                Err(Refusal::WrongToken)
+            );
+            assert_eq!(
+                token.admit(addr, &headers(Some("Bearer "))),
+                Err(Refusal::NoToken)
+            );
+            assert_eq!(
+                token.admit(addr, &headers(Some("Bearer s3cret-admin-token"))),
+                Ok(())
+            );
+            assert_eq!(
+                token.admit(addr, &headers(Some("bearer s3cret-admin-token"))),
+                Ok(())
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn refusals_are_json_errors_with_a_challenge_when_unauthorized() {
+        use http_body_util::BodyExt;
+        for refusal in [Refusal::NotLoopback, Refusal::NoToken, Refusal::WrongToken] {
+            let response = refuse(refusal);
+            let unauthorized = response.status() == StatusCode::UNAUTHORIZED;
+            assert_eq!(
+                response
+                    .headers()
+                    .contains_key(http::header::WWW_AUTHENTICATE),
+                unauthorized
+            );
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert!(body["error"]["code"].is_string(), "{body}");
+            assert!(body["error"]["message"].is_string(), "{body}");
+        }
+    }
 }

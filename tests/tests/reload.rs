@@ -326,7 +326,7 @@ async fn a_request_in_flight_finishes_on_the_version_it_started_with() {
 
     // `portcullis plugins list` shows what serves now.
     let admin = gw.running.admin_addr().unwrap();
-    let (status, body) = portcullis::cli::admin_request(admin, http::Method::GET, "/plugins")
+    let (status, body) = portcullis::cli::admin_request(admin, http::Method::GET, "/plugins", None)
         .await
         .unwrap();
     assert_eq!(status, 200, "{body}");
@@ -338,9 +338,51 @@ async fn a_request_in_flight_finishes_on_the_version_it_started_with() {
     assert!(text.contains("generation 2"), "{text}");
     assert_eq!(listed["plugins"][0]["sha256"], digest);
     // And a reload through the admin API.
-    let (status, body) = portcullis::cli::admin_request(admin, http::Method::POST, "/reload")
+    let (status, body) = portcullis::cli::admin_request(admin, http::Method::POST, "/reload", None)
         .await
         .unwrap();
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("\"unchanged\""), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_an_admin_token_the_operator_endpoints_need_it_and_the_probes_do_not() {
+    let upstream = upstream().await;
+    // Lines before the first table header land in the harness's `[server]` table.
+    let text = format!(
+        "admin_token_file = \"admin.token\"\n{}",
+        config(&upstream.url(), "watch = false", "")
+    );
+    let gw = TestGateway::start_from_file(&text, |dir| {
+        std::fs::write(dir.join("plugins/versioned.wasm"), version(0)).unwrap();
+        std::fs::write(dir.join("admin.token"), "  op-token-7f3a\n").unwrap();
+    })
+    .await;
+    let admin = gw.running.admin_addr().unwrap();
+    let call = |method: http::Method, path: &'static str, token: Option<&'static str>| async move {
+        portcullis::cli::admin_call(admin, method, path, token, None)
+            .await
+            .unwrap()
+    };
+
+    for (method, path) in [
+        (http::Method::GET, "/plugins"),
+        (http::Method::POST, "/reload"),
+    ] {
+        let (status, body) = call(method.clone(), path, None).await;
+        assert_eq!(status, 401, "{path}: {body}");
+        assert!(body.contains("Unauthorized"), "{body}");
+        let (status, body) = call(method.clone(), path, Some("op-token-7f3")).await;
+        assert_eq!(status, 401, "{path}: {body}");
+        assert!(!body.contains("op-token"), "{body}");
+        let (status, body) = call(method, path, Some("op-token-7f3a")).await;
+        assert_eq!(status, 200, "{path}: {body}");
+    }
+    let (status, body) = call(http::Method::GET, "/plugins", Some("op-token-7f3a")).await;
+    assert!(body.contains("versioned"), "{status} {body}");
+    // Probes stay open to orchestrators.
+    for path in ["/healthz", "/readyz"] {
+        let (status, body) = call(http::Method::GET, path, None).await;
+        assert_eq!(status, 200, "{path}: {body}");
+    }
 }
