@@ -216,13 +216,29 @@ fn truncate(s: &str, max: usize) -> &str {
     }
 }
 
+/// The gateway's id for a request, on the response and the forwarded request.
+pub const X_REQUEST_ID: header::HeaderName = header::HeaderName::from_static("x-request-id");
+
 /// Who the response is for: the ids it must carry.
 #[derive(Debug, Clone)]
 pub struct Ids {
     /// The gateway's request id.
     pub request_id: String,
+    /// The request id as a header value, made once for every header that carries it.
+    pub request_id_header: Option<HeaderValue>,
     /// The client's `x-ms-client-request-id`, echoed when present.
     pub client_request_id: Option<HeaderValue>,
+}
+
+impl Ids {
+    /// The ids of one request.
+    pub fn new(request_id: String, client_request_id: Option<HeaderValue>) -> Ids {
+        Ids {
+            request_id_header: HeaderValue::from_str(&request_id).ok(),
+            request_id,
+            client_request_id,
+        }
+    }
 }
 
 /// Turn a failure into the route's error response (`kind` is `None` before a route matched).
@@ -280,13 +296,13 @@ pub fn reject(
     *response.status_mut() = status;
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    if let Ok(id) = HeaderValue::from_str(&ids.request_id) {
-        headers.insert("x-request-id", id.clone());
+    if let Some(id) = &ids.request_id_header {
+        headers.insert(X_REQUEST_ID, id.clone());
         if kind != RouteKind::Generic {
             headers.insert("x-ms-request-id", id.clone());
         }
         if kind == RouteKind::AzureArm {
-            headers.insert("x-ms-correlation-request-id", id);
+            headers.insert("x-ms-correlation-request-id", id.clone());
         }
     }
     if kind == RouteKind::AzureStorage
@@ -323,10 +339,7 @@ mod tests {
     use super::*;
 
     fn ids() -> Ids {
-        Ids {
-            request_id: "req-1".into(),
-            client_request_id: Some(HeaderValue::from_static("client-7")),
-        }
+        Ids::new("req-1".into(), Some(HeaderValue::from_static("client-7")))
     }
 
     async fn text(r: Response<Body>) -> String {

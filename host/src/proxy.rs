@@ -15,7 +15,7 @@ use crate::audit::{self, Trail};
 use crate::auth::Caller;
 use crate::codec::{self, CodecError, Encoding};
 use crate::config::RouteKind;
-use crate::error::{self, GatewayError, Ids};
+use crate::error::{self, GatewayError, Ids, X_REQUEST_ID};
 use crate::gateway::Gateway;
 use crate::mask::{self, BodyKind, PlanRef};
 use crate::operation;
@@ -38,8 +38,6 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
         .boxed()
 }
 
-/// The gateway's id for a request, on the response and the forwarded request.
-const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// The W3C trace context the gateway continues (or starts).
 const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 
@@ -60,14 +58,14 @@ where
     B::Error: Into<BodyError>,
 {
     let started = Instant::now();
-    let ids = Ids {
-        request_id: String::from(
+    let ids = Ids::new(
+        String::from(
             uuid::Uuid::new_v4()
                 .hyphenated()
                 .encode_lower(&mut uuid::Uuid::encode_buffer()),
         ),
-        client_request_id: request.headers().get("x-ms-client-request-id").cloned(),
-    };
+        request.headers().get("x-ms-client-request-id").cloned(),
+    );
     let route = gateway.route(
         authority(request.uri(), request.headers()),
         request.uri().path(),
@@ -113,8 +111,8 @@ where
         Ok(response) => response,
         Err(e) => error::into_response(&e, route.map(|r| r.kind), &ids),
     };
-    if let Ok(id) = HeaderValue::from_str(&ids.request_id) {
-        response.headers_mut().insert(X_REQUEST_ID, id);
+    if let Some(id) = &ids.request_id_header {
+        response.headers_mut().insert(X_REQUEST_ID, id.clone());
     }
     // Every exit is audited: a failure before the decision was recorded gets its record now,
     // and the completion record follows the response's last byte.
@@ -723,8 +721,8 @@ fn apply_edits(headers: &mut HeaderMap, edits: &[HeaderEdit]) {
 
 /// Set `x-request-id`, and continue the client's W3C trace (or start one) with a new span.
 fn set_trace_headers(headers: &mut HeaderMap, ids: &Ids) {
-    if let Ok(id) = HeaderValue::from_str(&ids.request_id) {
-        headers.insert(X_REQUEST_ID, id);
+    if let Some(id) = &ids.request_id_header {
+        headers.insert(X_REQUEST_ID, id.clone());
     }
     let mut span = uuid::Uuid::encode_buffer();
     let span = &uuid::Uuid::new_v4().simple().encode_lower(&mut span)[..16];
@@ -836,10 +834,7 @@ mod tests {
             "traceparent",
             HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
         );
-        let ids = Ids {
-            request_id: "r".into(),
-            client_request_id: None,
-        };
+        let ids = Ids::new("r".into(), None);
         set_trace_headers(&mut h, &ids);
         let v = h["traceparent"].to_str().unwrap_or_default();
         assert!(v.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"), "{v}");
