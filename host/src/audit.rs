@@ -20,6 +20,7 @@ use portcullis_audit::writer::{AuditError, AuditLog, Durability, Faults, Opened,
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
+use tokio::runtime::Handle;
 
 use crate::auth::Caller;
 use crate::config::{AuditConfig, AuditDurability, Config, OnAuditFailure};
@@ -181,9 +182,28 @@ impl Audit {
     /// logged, it cannot change the answer.
     pub async fn complete(&self, trail: &Trail, end: End) {
         let fields = trail.completion_fields(&end);
-        if let Err(e) = self.log.submit_fields("request.completion", fields).await {
+        if let Err(e) = self.log.submit_fields(COMPLETION, fields).await {
             tracing::error!(request_id = %trail.request_id, error = %e, "audit completion record lost");
         }
+    }
+
+    /// `complete`, from a response body as it ends, where nothing can wait: the record is
+    /// taken at once when the writer can, else a task waits to send it.
+    fn complete_now(self: Arc<Self>, trail: &Trail, end: &End) {
+        let fields = trail.completion_fields(end);
+        let Err(unsent) = self.log.try_submit_fields(COMPLETION, fields) else {
+            return;
+        };
+        let request_id = trail.request_id.clone();
+        let Ok(runtime) = Handle::try_current() else {
+            tracing::error!(%request_id, "audit completion record lost: no runtime");
+            return;
+        };
+        runtime.spawn(async move {
+            if let Err(e) = self.log.submit_fields(unsent.kind, unsent.fields).await {
+                tracing::error!(%request_id, error = %e, "audit completion record lost");
+            }
+        });
     }
 
     /// Flush, sign a final checkpoint and stop the writer.
@@ -201,6 +221,9 @@ impl Audit {
         self.log.failing()
     }
 }
+
+/// The kind of the record that says how a request ended.
+const COMPLETION: &str = "request.completion";
 
 fn object(value: Value) -> Map<String, Value> {
     match value {
@@ -558,10 +581,15 @@ impl Watched {
             entry.duration = trail.started.elapsed();
         }
         let audit = finish.audit;
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        if trail.entry.is_none() || audit.recorder.is_none() {
+            audit.complete_now(&trail, &end);
+            return;
+        }
+        let Ok(runtime) = Handle::try_current() else {
             tracing::error!(request_id = %trail.request_id, "audit completion record lost: no runtime");
             return;
         };
+        // The recording entry is written first: its hash goes in the completion record.
         runtime.spawn(async move {
             let mut end = end;
             if let (Some(recorder), Some(entry)) = (&audit.recorder, trail.entry.take()) {

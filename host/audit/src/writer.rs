@@ -1,27 +1,39 @@
-//! The audit log's one writer: a thread fed by a bounded channel that appends records with group
-//! commit (one write and at most one fsync per batch), rotates segments, signs checkpoints and
-//! writes heartbeats, under a lock so that two processes never write one log.
+//! The audit log's one writer: its state behind one lock, a queue of records waiting for the
+//! next write, and a thread that fdatasyncs, rotates segments, signs checkpoints and writes
+//! heartbeats, under a file lock so that two processes never write one log.
 //!
-//! The fast path is [`AuditLog::append_fields`]: the caller serialises the record's own fields
-//! ([`Fields::from_serialize`] of a `#[derive(Serialize)]` struct) on its own thread, so the
-//! writer only writes the head, copies the fields, hashes the line and frees one buffer. The
-//! `Map` API ([`AuditLog::append`]) converts on the caller's thread and stores the same bytes.
+//! Group commit without hand-offs: a `Wait::Written` record ([`AuditLog::append_fields`], the
+//! gateway's decisions) goes into the queue, its caller gives way once to the other tasks ready
+//! on its thread, and then the first waiting caller to find the writer's lock free stages and
+//! writes everything queued in one write(2), answering every caller it wrote for. Records
+//! submitted without waiting (completions) go out with the next such write. No thread is woken
+//! per record: in the gateway, waking a writer thread and then the waiting task cost several
+//! times the record itself. The writer thread takes the queue instead only when it must: while
+//! it holds the lock for an fsync (a runtime worker must not wait that long), when a segment
+//! has to be opened or rotated, after a failure, and for records nobody waits for, within the
+//! batched interval. `Wait::Synced` records (strict durability, the gateway's own events) go
+//! through its channel, so that their fsyncs are grouped. Fields are serialised on the caller's
+//! thread ([`Fields::from_serialize`] of a `#[derive(Serialize)]` struct), so that staging only
+//! writes the head, copies the fields and hashes the line; the `Map` API
+//! ([`AuditLog::append`]) converts on the caller's thread and stores the same bytes.
 //!
 //! Guarantees: a waiter is answered only after its batch's write(2) (`Wait::Written`) or
 //! fdatasync (`Wait::Synced`; one such waiter makes the whole batch sync before anyone is
 //! answered); a failed write or fdatasync cuts the batch back and fails every waiter of it. A
 //! checkpoint covers only records whose fdatasync succeeded (`Writer::synced`; after a failed
 //! fdatasync the records written before it stay uncovered until one succeeds), and its line is
-//! fdatasync'ed before the next batch is taken. Checkpoints are signed at the first sync point
-//! after every `checkpoint_records` records, at least every `checkpoint_interval` while records
-//! arrive, at rotation and at shutdown.
+//! fdatasync'ed before the next batch is taken. Written records are fdatasync'ed, and queued
+//! ones written and fdatasync'ed, within the batched interval (the first record queued while
+//! the writer thread has nothing to do wakes it). Checkpoints are signed at the first sync
+//! point after every `checkpoint_records` records, at least every `checkpoint_interval` while
+//! records arrive, at rotation and at shutdown.
 use std::borrow::Cow;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
 use std::task::{Context, Poll, Waker};
 use std::thread::{JoinHandle, Thread};
 use std::time::{Duration, Instant, SystemTime};
@@ -189,6 +201,7 @@ pub struct Opened {
     pub rotated: bool,
 }
 
+#[derive(Debug)]
 enum Command {
     Append {
         kind: Cow<'static, str>,
@@ -199,6 +212,12 @@ enum Command {
     Close {
         reply: flume::Sender<Result<(), AuditError>>,
     },
+    /// Records were queued while the writer thread had nothing to do: it schedules their
+    /// write and fdatasync within the batched interval.
+    Schedule,
+    /// Callers wait for queued records that only the writer thread can write now: it takes
+    /// the queue at once.
+    Flush,
 }
 
 /// A one-shot answer from the writer to one caller: one allocation (the `Arc`), one
@@ -304,6 +323,11 @@ impl Answer {
         (Reply(Some(slot.clone())), Answer(slot))
     }
 
+    /// Whether the answer has come.
+    fn answered(&self) -> bool {
+        matches!(*self.0.lock(), SlotState::Answered(_))
+    }
+
     /// Park this thread until the answer comes.
     fn wait(self) -> Result<Appended, AuditError> {
         loop {
@@ -316,6 +340,23 @@ impl Answer {
             }
             std::thread::park();
         }
+    }
+}
+
+/// Gives way once to the other tasks ready on this thread: wakes itself and is pending the
+/// first time it is polled (the runtime puts a task that wakes itself at the back of its
+/// queue), ready the second.
+struct YieldOnce(bool);
+
+impl Future for YieldOnce {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if std::mem::replace(&mut self.0, true) {
+            return Poll::Ready(());
+        }
+        cx.waker().wake_by_ref();
+        Poll::Pending
     }
 }
 
@@ -335,9 +376,12 @@ impl Future for Answer {
 }
 
 /// A handle on the log's writer. Cheap to share (`Arc`).
-#[derive(Debug)]
 pub struct AuditLog {
     tx: flume::Sender<Command>,
+    writer: Arc<Mutex<Writer>>,
+    /// The most records the queue holds (then callers hand theirs to the channel, which
+    /// waits).
+    queue_limit: usize,
     thread: std::sync::Mutex<Option<JoinHandle<()>>>,
     shared: Arc<Shared>,
     durability: Durability,
@@ -350,6 +394,77 @@ struct Shared {
     failing: AtomicBool,
     /// Records durably appended.
     records: AtomicU64,
+    /// The writer's lock is held across an fsync.
+    syncing: AtomicBool,
+    /// `Wait::Written` records waiting for the next write.
+    queue: Mutex<Queue>,
+}
+
+impl Shared {
+    fn lock_queue(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Everything queued, and since when the oldest of it waited.
+    fn take_queue(&self) -> (Vec<Command>, Option<Instant>) {
+        let mut queue = self.lock_queue();
+        (std::mem::take(&mut queue.commands), queue.since.take())
+    }
+}
+
+/// `Wait::Written` records waiting for the next write: taken by whoever writes first, a caller
+/// on its own thread ([`AuditLog::append_fields`]) or the writer thread (at the latest within
+/// the batched interval).
+#[derive(Debug, Default)]
+struct Queue {
+    commands: Vec<Command>,
+    /// Since when the oldest record waits.
+    since: Option<Instant>,
+    /// The writer thread will look within the batched interval anyway: a new record need not
+    /// wake it.
+    scheduled: bool,
+    /// The log is closed: nothing more is queued.
+    closed: bool,
+}
+
+/// What a caller waiting in the queue does next.
+enum Turn {
+    /// Its record is written (or failed): the answer is there.
+    Done,
+    /// Another caller is writing: give way, then look again.
+    Again,
+    /// The writer thread takes the queue: wait for the answer.
+    Wait,
+}
+
+/// What a staged batch asks of its commit.
+#[derive(Default)]
+struct Asks {
+    /// An fdatasync before anyone is answered.
+    sync: bool,
+    /// The log's close, after it.
+    close: Option<flume::Sender<Result<(), AuditError>>>,
+}
+
+/// The earlier of two instants, if any.
+fn oldest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Answer the callers of a committed batch: a failed commit fails every one of them.
+fn answer_all(
+    replies: &mut Vec<(Reply, Result<Appended, AuditError>)>,
+    committed: &Result<(), AuditError>,
+) {
+    for (reply, appended) in replies.drain(..) {
+        reply.send(match committed {
+            Ok(()) => appended,
+            Err(e) => Err(AuditError::Unavailable(e.to_string())),
+        });
+    }
 }
 
 impl AuditLog {
@@ -434,14 +549,21 @@ impl AuditLog {
         writer.retiring = None;
         let shared = writer.shared.clone();
         let durability = writer.options.durability;
-        let (tx, rx) = flume::bounded(writer.options.queue.max(1));
-        let thread = std::thread::Builder::new()
-            .name("audit-writer".into())
-            .spawn(move || writer.run(rx))
-            .map_err(io(&dir))?;
+        let queue_limit = writer.options.queue.max(1);
+        let (tx, rx) = flume::bounded(queue_limit);
+        let writer = Arc::new(Mutex::new(writer));
+        let thread = {
+            let writer = writer.clone();
+            std::thread::Builder::new()
+                .name("audit-writer".into())
+                .spawn(move || Writer::run(&writer, rx))
+                .map_err(io(&dir))?
+        };
         Ok((
             AuditLog {
                 tx,
+                writer,
+                queue_limit,
                 thread: std::sync::Mutex::new(Some(thread)),
                 shared,
                 durability,
@@ -491,6 +613,10 @@ impl AuditLog {
     /// Append a record whose fields were serialised by the caller ([`Fields::from_serialize`]
     /// of a `#[derive(Serialize)]` struct) and wait until it is as durable as `wait` says. The
     /// fast path: the writer only adds the head, hashes the line and writes it.
+    ///
+    /// A `Wait::Written` record is written by the first of the waiting callers to look after
+    /// giving way once to the other tasks ready on its thread, together with every record
+    /// queued by then: group commit with no hand-off to the writer thread.
     pub async fn append_fields(
         &self,
         kind: impl Into<Cow<'static, str>>,
@@ -503,6 +629,19 @@ impl AuditLog {
             fields,
             wait,
             reply: Some(reply),
+        };
+        let command = match wait {
+            Wait::Written => match self.queue(command) {
+                Ok(()) => loop {
+                    YieldOnce(false).await;
+                    match self.write_queued(&answer) {
+                        Turn::Done | Turn::Wait => return answer.await,
+                        Turn::Again => {}
+                    }
+                },
+                Err(command) => command,
+            },
+            Wait::Synced => command,
         };
         self.tx
             .send_async(command)
@@ -525,6 +664,18 @@ impl AuditLog {
             wait,
             reply: Some(reply),
         };
+        let command = match wait {
+            Wait::Written => match self.queue(command) {
+                Ok(()) => loop {
+                    match self.write_queued(&answer) {
+                        Turn::Done | Turn::Wait => return answer.wait(),
+                        Turn::Again => std::thread::yield_now(),
+                    }
+                },
+                Err(command) => command,
+            },
+            Wait::Synced => command,
+        };
         self.tx.send(command).map_err(|_| AuditError::Closed)?;
         answer.wait()
     }
@@ -535,8 +686,11 @@ impl AuditLog {
         kind: impl Into<Cow<'static, str>>,
         fields: Fields,
     ) -> Result<(), AuditError> {
+        let Err(Unsent { kind, fields }) = self.try_submit_fields(kind, fields) else {
+            return Ok(());
+        };
         let command = Command::Append {
-            kind: kind.into(),
+            kind,
             fields,
             wait: Wait::Written,
             reply: None,
@@ -545,6 +699,82 @@ impl AuditLog {
             .send_async(command)
             .await
             .map_err(|_| AuditError::Closed)
+    }
+
+    /// `submit_fields` without awaiting, for callers that cannot (a response body as it ends):
+    /// the record is queued for the next write (a caller's, or the writer thread's within the
+    /// batched interval). When it could only be taken by waiting (the queue is full, or the
+    /// log is closed), the record comes back: send it with
+    /// [`submit_fields`](Self::submit_fields), which waits (or says `Closed`).
+    pub fn try_submit_fields(
+        &self,
+        kind: impl Into<Cow<'static, str>>,
+        fields: Fields,
+    ) -> Result<(), Unsent> {
+        let command = Command::Append {
+            kind: kind.into(),
+            fields,
+            wait: Wait::Written,
+            reply: None,
+        };
+        match self.queue(command) {
+            Ok(()) => Ok(()),
+            Err(Command::Append { kind, fields, .. }) => Err(Unsent { kind, fields }),
+            Err(_) => unreachable!("an append was queued"),
+        }
+    }
+
+    /// Put a `Wait::Written` record in the queue, waking the writer thread if it does not
+    /// already have to look within the batched interval. Gives the record back when the queue
+    /// is full or closed.
+    fn queue(&self, command: Command) -> Result<(), Command> {
+        let mut queue = self.shared.lock_queue();
+        if queue.closed || queue.commands.len() >= self.queue_limit {
+            return Err(command);
+        }
+        queue.commands.push(command);
+        queue.since.get_or_insert_with(Instant::now);
+        let wake = !std::mem::replace(&mut queue.scheduled, true);
+        drop(queue);
+        if wake {
+            // A full channel wakes the thread anyway.
+            let _ = self.tx.try_send(Command::Schedule);
+        }
+        Ok(())
+    }
+
+    /// Write everything queued, on the caller's thread, unless `answer` is answered already
+    /// (another caller's write took it). The writer's lock is never waited for: while another
+    /// caller (or the writer thread's batch) holds it, look `Again` after giving way; while
+    /// it is held for an fsync, or the log is not in its steady state (a segment to open or
+    /// rotate, a failure to recover from), the writer thread takes the queue and this caller
+    /// `Wait`s for the answer.
+    fn write_queued(&self, answer: &Answer) -> Turn {
+        if answer.answered() {
+            return Turn::Done;
+        }
+        let mut writer = match self.writer.try_lock() {
+            Ok(writer) => writer,
+            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(TryLockError::WouldBlock) if self.shared.syncing.load(Ordering::Relaxed) => {
+                // Right after its fsync, the writer thread takes the queue.
+                let _ = self.tx.try_send(Command::Flush);
+                return Turn::Wait;
+            }
+            Err(TryLockError::WouldBlock) => return Turn::Again,
+        };
+        if !writer.steady() {
+            drop(writer);
+            let _ = self.tx.try_send(Command::Flush);
+            return Turn::Wait;
+        }
+        let (mut batch, _) = self.shared.take_queue();
+        let mut replies = Vec::with_capacity(batch.len());
+        writer.stage_batch(&mut batch, &mut replies);
+        let committed = writer.commit(false);
+        drop(writer);
+        answer_all(&mut replies, &committed);
+        Turn::Done
     }
 
     /// The wait that request records get under the operator's durability mode.
@@ -587,10 +817,41 @@ impl AuditLog {
     }
 }
 
+impl std::fmt::Debug for AuditLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditLog")
+            .field("dir", &self.dir)
+            .field("durability", &self.durability)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Drop for AuditLog {
     fn drop(&mut self) {
         let _ = self.close();
     }
+}
+
+/// A record [`AuditLog::try_submit_fields`] could not take without waiting.
+#[derive(Debug)]
+pub struct Unsent {
+    /// Its kind.
+    pub kind: Cow<'static, str>,
+    /// Its fields.
+    pub fields: Fields,
+}
+
+/// Run an fsync under the writer's lock, telling the callers who find the lock busy to leave
+/// their records to the writer thread.
+fn syncing<T>(shared: &Shared, fsync: impl FnOnce() -> T) -> T {
+    shared.syncing.store(true, Ordering::Relaxed);
+    let result = fsync();
+    shared.syncing.store(false, Ordering::Relaxed);
+    result
+}
+
+fn lock(writer: &Mutex<Writer>) -> MutexGuard<'_, Writer> {
+    writer.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> AuditError + use<> {
@@ -640,6 +901,8 @@ struct Writer {
     /// Since when the live segment has changes (writes, or a cut by a rollback) that are not
     /// fdatasync'ed.
     unsynced_since: Option<Instant>,
+    /// Shut down: nothing more is written on callers' threads.
+    closed: bool,
     heartbeat_at: Instant,
     _lock: File,
 }
@@ -694,6 +957,7 @@ impl Writer {
             frontier: state.frontier,
             segment: state.segment,
             unsynced_since: file.as_ref().map(|_| now),
+            closed: false,
             file,
             segment_len: state.segment_len,
             segment_opened: now.checked_sub(age).unwrap_or(now),
@@ -715,13 +979,23 @@ impl Writer {
         Ok(self.stage_raw(kind, fields))
     }
 
+    /// Whether a caller may append on its own thread: a live segment not due for rotation, no
+    /// failed write or fdatasync to recover from (the thread's commits fdatasync until one
+    /// succeeds), not closed.
+    fn steady(&self) -> bool {
+        self.file.is_some() && !self.rotation_due() && !self.recovering && !self.closed
+    }
+
+    fn rotation_due(&self) -> bool {
+        self.segment_len >= self.options.segment_bytes
+            || self.segment_opened.elapsed() >= self.options.segment_age
+    }
+
     /// Close the live segment if it is too big or too old: `segment.close`, committed and
     /// synced, then a checkpoint. The next record opens the next segment. Runs between batches,
     /// so a segment may pass its size by one batch.
     fn rotate_if_due(&mut self) -> Result<(), AuditError> {
-        let too_big = self.segment_len >= self.options.segment_bytes;
-        let too_old = self.segment_opened.elapsed() >= self.options.segment_age;
-        if self.file.is_none() || !(too_big || too_old) || !self.staged.is_empty() {
+        if self.file.is_none() || !self.rotation_due() {
             return Ok(());
         }
         let next = self.segment + 1;
@@ -752,7 +1026,7 @@ impl Writer {
             )));
         }
         File::open(&self.options.dir)
-            .and_then(|d| d.sync_all())
+            .and_then(|d| syncing(&self.shared, || d.sync_all()))
             .map_err(io(&self.options.dir))?;
         self.file = Some(file);
         self.segment = next;
@@ -795,8 +1069,8 @@ impl Writer {
         appended
     }
 
-    /// Write the staged lines in one write, and fsync if asked or if the batched interval is
-    /// up. On failure the segment is cut back to its committed length and the staged records
+    /// Write the staged lines in one write, and fsync if asked (or while recovering from a
+    /// failure). On failure the segment is cut back to its committed length and the staged records
     /// are dropped: nothing half-written stays, and no caller was told it was written.
     fn commit(&mut self, sync: bool) -> Result<(), AuditError> {
         let result = if self.staged.is_empty() {
@@ -805,10 +1079,7 @@ impl Writer {
             self.write_staged()
         };
         let result = result.and_then(|()| {
-            let due = self
-                .unsynced_since
-                .is_some_and(|t| t.elapsed() >= self.batched_interval());
-            if sync || due || self.recovering {
+            if sync || self.recovering {
                 self.sync()
             } else {
                 Ok(())
@@ -868,7 +1139,7 @@ impl Writer {
             let result = if self.options.faults.sync.load(Ordering::Relaxed) {
                 Err(std::io::Error::from_raw_os_error(5)) // EIO
             } else {
-                file.sync_data()
+                syncing(&self.shared, || file.sync_data())
             };
             result.map_err(|error| self.segment_error(error))?;
         }
@@ -935,103 +1206,143 @@ impl Writer {
         text.push(b'\n');
         let path = self.options.dir.join(segment::CHECKPOINTS);
         self.checkpoints.write_all(&text).map_err(io(&path))?;
-        self.checkpoints.sync_data().map_err(io(&path))?;
+        syncing(&self.shared, || self.checkpoints.sync_data()).map_err(io(&path))?;
         self.checkpointed = checkpoint.size;
         self.checkpointed_at = Instant::now();
         Ok(())
     }
 
-    /// The thread's loop: take a batch, stage it, commit it, answer it; between batches, the
-    /// timers (fsync of batched records, checkpoints, heartbeats).
-    fn run(mut self, rx: flume::Receiver<Command>) {
+    /// The thread's loop: take a batch (the channel's commands and the queue), stage it,
+    /// commit it, answer it; between batches, the timers (fsync of batched records,
+    /// checkpoints, heartbeats). The writer's lock is held for a batch (callers meanwhile queue
+    /// their records) and released while waiting.
+    fn run(writer: &Mutex<Writer>, rx: flume::Receiver<Command>) {
         // Reused across batches: the commands taken, and the answers owed after the commit.
         let mut batch: Vec<Command> = Vec::new();
         let mut replies: Vec<(Reply, Result<Appended, AuditError>)> = Vec::new();
         loop {
-            let timeout = self.next_deadline();
-            match rx.recv_timeout(timeout) {
-                Ok(command) => batch.push(command),
-                Err(flume::RecvTimeoutError::Timeout) => {}
+            let timeout = {
+                let writer = lock(writer);
+                let mut queue = writer.shared.lock_queue();
+                queue.scheduled = !queue.commands.is_empty() || writer.unsynced_since.is_some();
+                writer.next_deadline(queue.since)
+            };
+            let timed_out = match rx.recv_timeout(timeout) {
+                Ok(command) => {
+                    batch.push(command);
+                    false
+                }
+                Err(flume::RecvTimeoutError::Timeout) => true,
                 Err(flume::RecvTimeoutError::Disconnected) => {
-                    if let Err(e) = self.shutdown() {
+                    if let Err(e) = lock(writer).shutdown() {
                         tracing::error!(error = %e, "audit log: final checkpoint failed");
                     }
                     return;
                 }
-            }
-            batch.extend(rx.try_iter().take(4096));
-            let appends = batch.iter().any(|c| matches!(c, Command::Append { .. }));
-            let rotated = if appends {
-                self.rotate_if_due()
-            } else {
-                Ok(())
             };
-            if let Err(e) = rotated {
-                tracing::error!(error = %e, "audit segment rotation failed; the live segment continues");
+            batch.extend(rx.try_iter().take(4096));
+            if !timed_out && batch.iter().all(|c| matches!(c, Command::Schedule)) {
+                // Woken to set its timer, not to write: the callers write the queue.
+                batch.clear();
+                continue;
             }
-            let mut close = None;
-            let mut sync = false;
-            for command in batch.drain(..) {
-                match command {
-                    Command::Append {
-                        kind,
-                        fields,
-                        wait,
-                        reply,
-                    } => {
-                        sync |= wait == Wait::Synced;
-                        let appended = self.stage(&kind, &fields);
-                        if let Some(reply) = reply {
-                            replies.push((reply, appended));
-                        }
-                    }
-                    Command::Close { reply } => close = Some(reply),
-                }
-            }
-            if self.heartbeat_at.elapsed() >= self.options.heartbeat {
-                self.heartbeat_at = Instant::now();
-                let _ = self.stage("heartbeat", &Fields::new());
-            }
-            // Every waiter of the batch is answered only now: after the write (and the
-            // fdatasync, if one of them asked for it), so that a failure of either fails them
-            // all and a rolled-back record is never acknowledged.
-            let committed = self.commit(sync);
-            for (reply, appended) in replies.drain(..) {
-                let answer = match (&committed, appended) {
-                    (Ok(()), Ok(a)) => Ok(a),
-                    (Err(e), _) => Err(AuditError::Unavailable(e.to_string())),
-                    (_, Err(e)) => Err(e),
-                };
-                reply.send(answer);
-            }
-            // Checkpoints: every `checkpoint_records` records, signed at the first sync point
-            // after (records are not fdatasync'ed just for a checkpoint: in batched mode that
-            // is within the batched interval), and at least every `checkpoint_interval` while
-            // records arrive (then syncing first if needed).
-            let pending = self.seq - self.checkpointed;
-            let by_count = pending >= self.options.checkpoint_records && self.synced == self.seq;
-            let by_time =
-                pending > 0 && self.checkpointed_at.elapsed() >= self.options.checkpoint_interval;
-            if committed.is_ok()
-                && (by_count || by_time)
-                && let Err(e) = self.checkpoint(false)
-            {
-                self.shared.failing.store(true, Ordering::Relaxed);
-                tracing::error!(error = %e, "audit checkpoint failed");
-            }
+            let close = {
+                let mut writer = lock(writer);
+                let (queued, since) = writer.shared.take_queue();
+                batch.extend(queued);
+                writer.take(&mut batch, since, &mut replies)
+            };
             if let Some(reply) = close {
-                let _ = reply.send(self.shutdown());
+                let _ = reply.send(lock(writer).shutdown());
                 return;
             }
         }
     }
 
-    fn next_deadline(&self) -> Duration {
+    /// Stage and commit one batch (whose oldest queued record waited since `queued_since`),
+    /// answer its callers, and sign the checkpoints due. Returns the reply of a `Close` in the
+    /// batch.
+    fn take(
+        &mut self,
+        batch: &mut Vec<Command>,
+        queued_since: Option<Instant>,
+        replies: &mut Vec<(Reply, Result<Appended, AuditError>)>,
+    ) -> Option<flume::Sender<Result<(), AuditError>>> {
+        let appends = batch.iter().any(|c| matches!(c, Command::Append { .. }));
+        let rotated = if appends {
+            self.rotate_if_due()
+        } else {
+            Ok(())
+        };
+        if let Err(e) = rotated {
+            tracing::error!(error = %e, "audit segment rotation failed; the live segment continues");
+        }
+        let due = oldest(self.unsynced_since, queued_since)
+            .is_some_and(|t| t.elapsed() >= self.batched_interval());
+        let asks = self.stage_batch(batch, replies);
+        if self.heartbeat_at.elapsed() >= self.options.heartbeat {
+            self.heartbeat_at = Instant::now();
+            let _ = self.stage("heartbeat", &Fields::new());
+        }
+        // Every waiter of the batch is answered only after the write (and the fdatasync, if
+        // one of them asked for it), so that a failure of either fails them all and a
+        // rolled-back record is never acknowledged.
+        let committed = self.commit(due || asks.sync);
+        answer_all(replies, &committed);
+        // Checkpoints: every `checkpoint_records` records, signed at the first sync point
+        // after (records are not fdatasync'ed just for a checkpoint: in batched mode that is
+        // within the batched interval), and at least every `checkpoint_interval` while records
+        // arrive (then syncing first if needed).
+        let pending = self.seq - self.checkpointed;
+        let by_count = pending >= self.options.checkpoint_records && self.synced == self.seq;
+        let by_time =
+            pending > 0 && self.checkpointed_at.elapsed() >= self.options.checkpoint_interval;
+        if committed.is_ok()
+            && (by_count || by_time)
+            && let Err(e) = self.checkpoint(false)
+        {
+            self.shared.failing.store(true, Ordering::Relaxed);
+            tracing::error!(error = %e, "audit checkpoint failed");
+        }
+        asks.close
+    }
+
+    /// Stage a batch's records, leaving the answers owed in `replies` (for after the commit).
+    fn stage_batch(
+        &mut self,
+        batch: &mut Vec<Command>,
+        replies: &mut Vec<(Reply, Result<Appended, AuditError>)>,
+    ) -> Asks {
+        let mut asks = Asks::default();
+        for command in batch.drain(..) {
+            match command {
+                Command::Append {
+                    kind,
+                    fields,
+                    wait,
+                    reply,
+                } => {
+                    asks.sync |= wait == Wait::Synced;
+                    let appended = self.stage(&kind, &fields);
+                    if let Some(reply) = reply {
+                        replies.push((reply, appended));
+                    }
+                }
+                Command::Close { reply } => asks.close = Some(reply),
+                Command::Schedule | Command::Flush => {}
+            }
+        }
+        asks
+    }
+
+    /// How long the thread may sleep: until the next heartbeat, fsync of batched records
+    /// (written ones, or queued ones since `queued_since`) or checkpoint.
+    fn next_deadline(&self, queued_since: Option<Instant>) -> Duration {
         let mut next = self
             .options
             .heartbeat
             .saturating_sub(self.heartbeat_at.elapsed());
-        if let Some(since) = self.unsynced_since {
+        if let Some(since) = oldest(self.unsynced_since, queued_since) {
             next = next.min(self.batched_interval().saturating_sub(since.elapsed()));
         }
         if self.seq > self.checkpointed {
@@ -1044,8 +1355,19 @@ impl Writer {
         next.max(Duration::from_millis(1))
     }
 
+    /// Write what is queued, fsync, sign a final checkpoint, and take no more records.
     fn shutdown(&mut self) -> Result<(), AuditError> {
-        self.commit(true)?;
+        self.closed = true;
+        let mut batch = {
+            let mut queue = self.shared.lock_queue();
+            queue.closed = true;
+            std::mem::take(&mut queue.commands)
+        };
+        let mut replies = Vec::new();
+        self.stage_batch(&mut batch, &mut replies);
+        let committed = self.commit(true);
+        answer_all(&mut replies, &committed);
+        committed?;
         self.checkpoint(false)
     }
 }
@@ -1163,6 +1485,223 @@ mod tests {
             checkpoint_sizes(dir.path()).last() == Some(&(last.seq + 1))
         });
         log.close().expect("close");
+        let report = crate::verify::verify(crate::verify::Options::new(dir.path(), trusted))
+            .expect("verify runs");
+        assert!(report.passed(), "{}", report.render_text());
+    }
+
+    /// Options for a log in `dir` whose writer thread writes nothing on its own for an hour:
+    /// no fsync, checkpoint or heartbeat is due before the test ends.
+    fn quiet(dir: &Path) -> Options {
+        let mut options = Options::new(
+            dir.to_path_buf(),
+            ORIGIN.into(),
+            SigningKey::generate(ORIGIN).expect("key"),
+        );
+        options.durability = Durability::Batched {
+            interval: Duration::from_secs(3600),
+        };
+        options.checkpoint_records = u64::MAX;
+        options.checkpoint_interval = Duration::from_secs(3600);
+        options.heartbeat = Duration::from_secs(3600);
+        options
+    }
+
+    /// The records in the log's segments, in order, as (seq, kind).
+    fn stored(dir: &Path) -> Vec<(u64, String)> {
+        let mut names: Vec<_> = std::fs::read_dir(dir)
+            .expect("the log directory")
+            .map(|e| {
+                e.expect("an entry")
+                    .file_name()
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .filter(|n| n.starts_with("segment-"))
+            .collect();
+        names.sort();
+        names
+            .iter()
+            .flat_map(|n| {
+                let text = std::fs::read_to_string(dir.join(n)).expect("a segment");
+                text.lines()
+                    .map(|l| {
+                        let record: Value = serde_json::from_str(l).expect("a record");
+                        let seq = record["seq"].as_u64().expect("a seq");
+                        (seq, record["type"].as_str().expect("a type").to_string())
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn callers_on_two_workers_write_every_record_and_each_is_in_the_file_when_answered() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let options = quiet(dir.path());
+        let trusted = vec![options.key.verifier()];
+        let (log, _) = AuditLog::open(options).expect("open");
+        let log = Arc::new(log);
+        // A live segment first, so that the callers find the log in its steady state.
+        log.append_fields_blocking("test.first", event(0), Wait::Synced)
+            .expect("append");
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .build()
+            .expect("runtime");
+        let (tasks, each) = (64u64, 20u64);
+        let answered = runtime.block_on(async {
+            let handles: Vec<_> = (0..tasks)
+                .map(|t| {
+                    let log = log.clone();
+                    tokio::spawn(async move {
+                        let mut seqs = Vec::new();
+                        for i in 0..each {
+                            let decision = log
+                                .append_fields("test.decision", event(t * each + i), Wait::Written)
+                                .await
+                                .expect("a decision");
+                            // Answered only once written: it is in the file now.
+                            let segment = log.dir().join(segment::name(1));
+                            let text = std::fs::read_to_string(segment).expect("the segment");
+                            let in_file = text.contains(&format!(",\"seq\":{},", decision.seq));
+                            assert!(
+                                in_file,
+                                "decision {} answered before its write",
+                                decision.seq
+                            );
+                            seqs.push(decision.seq);
+                            log.submit_fields("test.completion", event(i))
+                                .await
+                                .expect("a completion");
+                        }
+                        seqs
+                    })
+                })
+                .collect();
+            let mut seqs = Vec::new();
+            for handle in handles {
+                seqs.extend(handle.await.expect("a task"));
+            }
+            seqs
+        });
+        let mut unique = answered.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(
+            unique.len(),
+            answered.len(),
+            "every decision has its own seq"
+        );
+        log.close().expect("close");
+        let records = stored(dir.path());
+        let count = |kind: &str| records.iter().filter(|(_, k)| k == kind).count() as u64;
+        assert_eq!(count("test.decision"), tasks * each);
+        assert_eq!(
+            count("test.completion"),
+            tasks * each,
+            "close writes the queued ones"
+        );
+        let seqs: Vec<u64> = records.iter().map(|(seq, _)| *seq).collect();
+        assert_eq!(seqs, (0..records.len() as u64).collect::<Vec<_>>());
+        let report = crate::verify::verify(crate::verify::Options::new(dir.path(), trusted))
+            .expect("verify runs");
+        assert!(report.passed(), "{}", report.render_text());
+    }
+
+    #[test]
+    fn a_record_nobody_waits_for_is_written_and_fdatasynced_within_the_batched_interval() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut options = quiet(dir.path());
+        options.durability = Durability::Batched {
+            interval: Duration::from_millis(50),
+        };
+        options.checkpoint_interval = Duration::from_millis(10);
+        let (log, _) = AuditLog::open(options).expect("open");
+        let first = log
+            .append_fields_blocking("test.first", event(0), Wait::Synced)
+            .expect("append");
+        wait_for("a checkpoint over the first record", || {
+            checkpoint_sizes(dir.path()).last() == Some(&(first.seq + 1))
+        });
+        log.try_submit_fields("test.completion", event(1))
+            .expect("queued");
+        // Nobody writes after it: the writer thread, woken by the queue, does.
+        wait_for(
+            "the queued record written and covered by a checkpoint",
+            || checkpoint_sizes(dir.path()).last() == Some(&(first.seq + 2)),
+        );
+        assert_eq!(
+            stored(dir.path()).last(),
+            Some(&(first.seq + 1, "test.completion".to_string()))
+        );
+        log.close().expect("close");
+    }
+
+    #[test]
+    fn a_closed_log_takes_no_more_records_and_gives_them_back() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (log, _) = AuditLog::open(quiet(dir.path())).expect("open");
+        log.append_fields_blocking("test.first", event(0), Wait::Synced)
+            .expect("append");
+        for i in 1..4 {
+            log.try_submit_fields("test.completion", event(i))
+                .expect("queued");
+        }
+        log.close().expect("close");
+        assert_eq!(
+            stored(dir.path()).len(),
+            1 + 1 + 3,
+            "segment.open, first, 3 queued"
+        );
+        let unsent = log
+            .try_submit_fields("test.late", event(9))
+            .expect_err("closed");
+        assert_eq!(
+            (unsent.kind.as_ref(), unsent.fields),
+            ("test.late", event(9))
+        );
+        let appended = log.append_fields_blocking("test.late", event(9), Wait::Written);
+        assert!(matches!(appended, Err(AuditError::Closed)), "{appended:?}");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let submitted = runtime.block_on(log.submit_fields("test.late", event(9)));
+        assert!(
+            matches!(submitted, Err(AuditError::Closed)),
+            "{submitted:?}"
+        );
+        assert_eq!(stored(dir.path()).len(), 5);
+    }
+
+    #[test]
+    fn a_failed_write_on_a_callers_thread_fails_its_batch_and_the_log_recovers() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let options = quiet(dir.path());
+        let trusted = vec![options.key.verifier()];
+        let faults = options.faults.clone();
+        let (log, _) = AuditLog::open(options).expect("open");
+        log.append_fields_blocking("test.first", event(0), Wait::Synced)
+            .expect("append");
+        faults.write.store(true, Ordering::SeqCst);
+        log.try_submit_fields("test.completion", event(1))
+            .expect("queued");
+        let refused = log.append_fields_blocking("test.decision", event(2), Wait::Written);
+        assert!(
+            matches!(refused, Err(AuditError::Unavailable(_))),
+            "{refused:?}"
+        );
+        assert!(log.failing());
+        faults.write.store(false, Ordering::SeqCst);
+        // Recovering, the log takes records through the writer thread, fdatasync'ed.
+        let taken = log
+            .append_fields_blocking("test.decision", event(3), Wait::Written)
+            .expect("the log recovers");
+        assert!(!log.failing());
+        log.close().expect("close");
+        let kinds: Vec<String> = stored(dir.path()).into_iter().map(|(_, k)| k).collect();
+        assert_eq!(kinds, ["segment.open", "test.first", "test.decision"]);
+        assert_eq!(taken.seq, 2, "the failed batch left no seq behind");
         let report = crate::verify::verify(crate::verify::Options::new(dir.path(), trusted))
             .expect("verify runs");
         assert!(report.passed(), "{}", report.render_text());
