@@ -10,8 +10,8 @@
 //! per record: in the gateway, waking a writer thread and then the waiting task cost several
 //! times the record itself. The writer thread takes the queue instead only when it must: while
 //! it holds the lock for an fsync (a runtime worker must not wait that long), when a segment
-//! has to be opened or rotated, after a failure, and for records nobody waits for, within the
-//! batched interval. `Wait::Synced` records (strict durability, the gateway's own events) go
+//! has to be opened or rotated, after a failure, and for records nobody waits for that no
+//! caller's write took within `QUEUED_AT_MOST`. `Wait::Synced` records (strict durability, the gateway's own events) go
 //! through its channel, so that their fsyncs are grouped. Fields are serialised on the caller's
 //! thread ([`Fields::from_serialize`] of a `#[derive(Serialize)]` struct), so that staging only
 //! writes the head, copies the fields and hashes the line; the `Map` API
@@ -23,8 +23,8 @@
 //! checkpoint covers only records whose fdatasync succeeded (`Writer::synced`; after a failed
 //! fdatasync the records written before it stay uncovered until one succeeds), and its line is
 //! fdatasync'ed before the next batch is taken. Written records are fdatasync'ed, and queued
-//! ones written and fdatasync'ed, within the batched interval (the first record queued while
-//! the writer thread has nothing to do wakes it). Checkpoints are signed at the first sync
+//! ones written (within `QUEUED_AT_MOST`) and fdatasync'ed, within the batched interval
+//! (the first record queued while the writer thread has nothing to do wakes it). Checkpoints are signed at the first sync
 //! point after every `checkpoint_records` records, at least every `checkpoint_interval` while
 //! records arrive, at rotation and at shutdown.
 use std::borrow::Cow;
@@ -426,6 +426,12 @@ struct Queue {
     /// The log is closed: nothing more is queued.
     closed: bool,
 }
+
+/// How long a record nobody waits for (a completion) stays queued when no caller's write takes
+/// it: then the writer thread writes it (sooner under a shorter batched interval). A crash of
+/// the process in between loses it; under load the next decision's write takes it within
+/// microseconds.
+const QUEUED_AT_MOST: Duration = Duration::from_millis(10);
 
 /// What a caller waiting in the queue does next.
 enum Turn {
@@ -1335,15 +1341,19 @@ impl Writer {
         asks
     }
 
-    /// How long the thread may sleep: until the next heartbeat, fsync of batched records
-    /// (written ones, or queued ones since `queued_since`) or checkpoint.
+    /// How long the thread may sleep: until the next heartbeat, write of records queued
+    /// since `queued_since` that no caller wrote, fsync of batched records or checkpoint.
     fn next_deadline(&self, queued_since: Option<Instant>) -> Duration {
         let mut next = self
             .options
             .heartbeat
             .saturating_sub(self.heartbeat_at.elapsed());
-        if let Some(since) = oldest(self.unsynced_since, queued_since) {
+        if let Some(since) = self.unsynced_since {
             next = next.min(self.batched_interval().saturating_sub(since.elapsed()));
+        }
+        if let Some(since) = queued_since {
+            let wait = self.batched_interval().min(QUEUED_AT_MOST);
+            next = next.min(wait.saturating_sub(since.elapsed()));
         }
         if self.seq > self.checkpointed {
             next = next.min(
