@@ -1417,19 +1417,28 @@ mod tests {
         Fields::from_serialize(&json!({ "i": i })).expect("fields")
     }
 
-    #[test]
-    fn written_records_are_checkpointed_at_the_next_sync_point_only() {
-        let dir = tempfile::tempdir().expect("tempdir");
+    /// Options for a log in `dir` whose writer thread writes nothing on its own for an hour:
+    /// no fsync, checkpoint or heartbeat is due before the test ends.
+    fn quiet(dir: &Path) -> Options {
         let mut options = Options::new(
-            dir.path().to_path_buf(),
+            dir.to_path_buf(),
             ORIGIN.into(),
             SigningKey::generate(ORIGIN).expect("key"),
         );
         options.durability = Durability::Batched {
             interval: Duration::from_secs(3600),
         };
-        options.checkpoint_records = 1;
+        options.checkpoint_records = u64::MAX;
         options.checkpoint_interval = Duration::from_secs(3600);
+        options.heartbeat = Duration::from_secs(3600);
+        options
+    }
+
+    #[test]
+    fn written_records_are_checkpointed_at_the_next_sync_point_only() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut options = quiet(dir.path());
+        options.checkpoint_records = 1;
         let (log, _) = AuditLog::open(options).expect("open");
         for i in 0..5 {
             log.append_fields_blocking("test.event", event(i), Wait::Written)
@@ -1451,15 +1460,7 @@ mod tests {
     #[test]
     fn a_failed_fdatasync_keeps_checkpoints_off_the_records_it_left_unsynced() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut options = Options::new(
-            dir.path().to_path_buf(),
-            ORIGIN.into(),
-            SigningKey::generate(ORIGIN).expect("key"),
-        );
-        options.durability = Durability::Batched {
-            interval: Duration::from_secs(3600),
-        };
-        options.checkpoint_records = u64::MAX;
+        let mut options = quiet(dir.path());
         options.checkpoint_interval = Duration::from_millis(10);
         let trusted = vec![options.key.verifier()];
         let faults = options.faults.clone();
@@ -1498,23 +1499,6 @@ mod tests {
         let report = crate::verify::verify(crate::verify::Options::new(dir.path(), trusted))
             .expect("verify runs");
         assert!(report.passed(), "{}", report.render_text());
-    }
-
-    /// Options for a log in `dir` whose writer thread writes nothing on its own for an hour:
-    /// no fsync, checkpoint or heartbeat is due before the test ends.
-    fn quiet(dir: &Path) -> Options {
-        let mut options = Options::new(
-            dir.to_path_buf(),
-            ORIGIN.into(),
-            SigningKey::generate(ORIGIN).expect("key"),
-        );
-        options.durability = Durability::Batched {
-            interval: Duration::from_secs(3600),
-        };
-        options.checkpoint_records = u64::MAX;
-        options.checkpoint_interval = Duration::from_secs(3600);
-        options.heartbeat = Duration::from_secs(3600);
-        options
     }
 
     /// The records in the log's segments, in order, as (seq, kind).
