@@ -181,9 +181,13 @@ impl Audit {
     /// Record how a request ended. The response has left (or is leaving): a failure here is
     /// logged, it cannot change the answer.
     pub async fn complete(&self, trail: &Trail, end: End) {
-        let fields = trail.completion_fields(&end);
+        self.send_completion(&trail.request_id, trail.completion_fields(&end))
+            .await;
+    }
+
+    async fn send_completion(&self, request_id: &str, fields: Fields) {
         if let Err(e) = self.log.submit_fields(COMPLETION, fields).await {
-            tracing::error!(request_id = %trail.request_id, error = %e, "audit completion record lost");
+            tracing::error!(%request_id, error = %e, "audit completion record lost");
         }
     }
 
@@ -199,11 +203,7 @@ impl Audit {
             tracing::error!(%request_id, "audit completion record lost: no runtime");
             return;
         };
-        runtime.spawn(async move {
-            if let Err(e) = self.log.submit_fields(unsent.kind, unsent.fields).await {
-                tracing::error!(%request_id, error = %e, "audit completion record lost");
-            }
-        });
+        runtime.spawn(async move { self.send_completion(&request_id, unsent.fields).await });
     }
 
     /// Flush, sign a final checkpoint and stop the writer.

@@ -907,8 +907,6 @@ struct Writer {
     /// Since when the live segment has changes (writes, or a cut by a rollback) that are not
     /// fdatasync'ed.
     unsynced_since: Option<Instant>,
-    /// Shut down: nothing more is written on callers' threads.
-    closed: bool,
     heartbeat_at: Instant,
     _lock: File,
 }
@@ -963,7 +961,6 @@ impl Writer {
             frontier: state.frontier,
             segment: state.segment,
             unsynced_since: file.as_ref().map(|_| now),
-            closed: false,
             file,
             segment_len: state.segment_len,
             segment_opened: now.checked_sub(age).unwrap_or(now),
@@ -985,11 +982,12 @@ impl Writer {
         Ok(self.stage_raw(kind, fields))
     }
 
-    /// Whether a caller may append on its own thread: a live segment not due for rotation, no
+    /// Whether a caller may write on its own thread: a live segment not due for rotation, no
     /// failed write or fdatasync to recover from (the thread's commits fdatasync until one
-    /// succeeds), not closed.
+    /// succeeds). A closed log needs no check here: its queue takes nothing, so there is
+    /// nothing to write.
     fn steady(&self) -> bool {
-        self.file.is_some() && !self.rotation_due() && !self.recovering && !self.closed
+        self.file.is_some() && !self.rotation_due() && !self.recovering
     }
 
     fn rotation_due(&self) -> bool {
@@ -1367,7 +1365,6 @@ impl Writer {
 
     /// Write what is queued, fsync, sign a final checkpoint, and take no more records.
     fn shutdown(&mut self) -> Result<(), AuditError> {
-        self.closed = true;
         let mut batch = {
             let mut queue = self.shared.lock_queue();
             queue.closed = true;
