@@ -779,7 +779,8 @@ async fn sweep(approvals: std::sync::Weak<Approvals>) {
         let expired = approvals.blocking(|store| store.expire(now_ms())).await;
         match expired {
             Ok(expired) if !expired.is_empty() => {
-                approvals.changed.send_modify(|n| *n += 1);
+                // The expiry is recorded before the held requests learn it (and answer their
+                // clients): the evidence never trails what a client saw.
                 for request in expired {
                     tracing::info!(approval = %request.id, "approval request expired");
                     let record = json!({
@@ -790,6 +791,7 @@ async fn sweep(approvals: std::sync::Weak<Approvals>) {
                         tracing::error!(approval = %request.id, error = %e, "audit: the expiry record could not be written");
                     }
                 }
+                approvals.changed.send_modify(|n| *n += 1);
             }
             Ok(_) => {}
             Err(e) => tracing::error!(error = %e, "approvals: expiring stale requests failed"),
