@@ -356,9 +356,9 @@ impl Trail {
                     request_id: request_id.as_deref(),
                 }),
             findings: &self.findings,
-            bodies: end.response_body.map(|(bytes, sha)| BodiesRecord {
-                response_bytes: bytes,
-                response_sha256: hex::encode(sha),
+            bodies: end.response_body.as_ref().map(|(bytes, sha)| BodiesRecord {
+                response_bytes: *bytes,
+                response_sha256: Hex(sha),
             }),
             recording: end
                 .recording
@@ -482,7 +482,7 @@ struct CompletionRecord<'a> {
     #[serde(skip_serializing_if = "<[Value]>::is_empty")]
     findings: &'a [Value],
     #[serde(skip_serializing_if = "Option::is_none")]
-    bodies: Option<BodiesRecord>,
+    bodies: Option<BodiesRecord<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     recording: Option<RecordingRecord<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -496,9 +496,22 @@ struct UpstreamRecord<'a> {
 }
 
 #[derive(serde::Serialize)]
-struct BodiesRecord {
+struct BodiesRecord<'a> {
     response_bytes: u64,
-    response_sha256: String,
+    response_sha256: Hex<'a>,
+}
+
+/// A SHA-256 as lowercase hex, serialised from a stack buffer (no `String` per record).
+struct Hex<'a>(&'a [u8; 32]);
+
+impl serde::Serialize for Hex<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut text = [0u8; 64];
+        // 64 bytes is exactly the room 32 bytes of hex take.
+        hex::encode_to_slice(self.0, &mut text).map_err(serde::ser::Error::custom)?;
+        // Hex digits are ASCII.
+        serializer.serialize_str(std::str::from_utf8(&text).map_err(serde::ser::Error::custom)?)
+    }
 }
 
 #[derive(serde::Serialize)]

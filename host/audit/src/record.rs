@@ -1,5 +1,6 @@
 //! One record line: how it is written (head keys in a fixed order, then the type's fields), how
 //! it chains to the previous line (`prev`), and how it is read back.
+use std::cell::RefCell;
 use std::time::SystemTime;
 
 use base64::Engine as _;
@@ -78,11 +79,17 @@ pub fn write_line(out: &mut Vec<u8>, head: &Head<'_>, fields: &Map<String, Value
 /// [`write_line`] with the type's fields already serialised: the same bytes as `write_line`
 /// over the map the fields were made from (but for the random `id`).
 pub fn write_fields_line(out: &mut Vec<u8>, head: &Head<'_>, fields: &Fields) {
+    write_fields_bytes_line(out, head, fields.as_bytes());
+}
+
+/// [`write_fields_line`] with the bytes of a [`Fields`] (copied out of one, as the writer's
+/// queue keeps them: they keep its guarantees).
+pub(crate) fn write_fields_bytes_line(out: &mut Vec<u8>, head: &Head<'_>, fields: &[u8]) {
     let start = out.len();
     write_head(out, head);
-    if !fields.0.is_empty() {
+    if !fields.is_empty() {
         out.push(b',');
-        out.extend_from_slice(&fields.0);
+        out.extend_from_slice(fields);
     }
     out.extend_from_slice(b"}\n");
     debug_assert!(!out[start..out.len() - 1].contains(&b'\n'));
@@ -254,6 +261,10 @@ fn push_ts(out: &mut Vec<u8>, at: SystemTime) {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Fields(Vec<u8>);
 
+/// The most a thread's scratch buffer for [`Fields::from_serialize`] keeps between records
+/// (a larger record's buffer is freed after it).
+const SCRATCH_KEPT: usize = 16 * 1024;
+
 impl Fields {
     /// No fields.
     pub fn new() -> Self {
@@ -266,8 +277,32 @@ impl Fields {
     /// value is not an object (or not a map with string, integer or boolean keys), or if its
     /// `Serialize` fails.
     pub fn from_serialize<T: Serialize + ?Sized>(value: &T) -> Result<Self, serde_json::Error> {
-        let mut out = Vec::with_capacity(1024);
-        value.serialize(Object { out: &mut out })?;
+        // Serialised into this thread's scratch buffer, then copied at their exact size: a
+        // record's fields are a few hundred bytes, an allocation the allocator's per-thread
+        // cache serves, where a buffer sized for the largest record (1 KiB or more) takes its
+        // slow path on every record. A `Serialize` that itself makes `Fields` gets a buffer
+        // of its own.
+        thread_local! {
+            static SCRATCH: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(SCRATCH_KEPT));
+        }
+        SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
+            Ok(mut scratch) => {
+                scratch.clear();
+                let fields = Self::serialize_into(&mut scratch, value);
+                if scratch.capacity() > SCRATCH_KEPT {
+                    *scratch = Vec::with_capacity(SCRATCH_KEPT);
+                }
+                fields
+            }
+            Err(_) => Self::serialize_into(&mut Vec::new(), value),
+        })
+    }
+
+    fn serialize_into<T: Serialize + ?Sized>(
+        out: &mut Vec<u8>,
+        value: &T,
+    ) -> Result<Self, serde_json::Error> {
+        value.serialize(Object { out: &mut *out })?;
         // `serde_json` escapes every control character in strings and writes no whitespace,
         // but a `RawValue` (a pre-serialised part, such as the gateway's cached principal) is
         // spliced as it is: checked, as a raw line break would split the line. One branch-free
@@ -277,7 +312,7 @@ impl Fields {
                 "a record's fields must not contain raw control characters",
             ));
         }
-        Ok(Fields(out))
+        Ok(Fields(out.as_slice().to_vec()))
     }
 
     /// The fields of a map (never fails).
@@ -1036,6 +1071,35 @@ mod tests {
         );
         assert_eq!(record.fields["alpha"], 3);
         assert_eq!(record.fields["source"]["addr"], "10.0.0.1:4000");
+    }
+
+    #[test]
+    fn fields_are_their_own_bytes_whatever_was_serialised_before_or_inside() {
+        // A value whose serialisation makes `Fields` of its own (the thread's scratch buffer
+        // is in use then).
+        struct Nested(u64);
+        impl Serialize for Nested {
+            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                let inner = Fields::from_serialize(&json!({"n": self.0}))
+                    .map_err(serde::ser::Error::custom)?;
+                serializer.serialize_str(std::str::from_utf8(inner.as_bytes()).unwrap_or(""))
+            }
+        }
+        let nested =
+            Fields::from_serialize(&json!({"outer": 1, "inner": Nested(7)})).expect("fields");
+        assert_eq!(nested.as_bytes(), br#""outer":1,"inner":"\"n\":7""#);
+        // A record larger than the scratch buffer keeps, then a small one: no bytes carried
+        // over, and each exactly its size.
+        let big = "x".repeat(SCRATCH_KEPT * 2);
+        let large = Fields::from_serialize(&json!({"big": big})).expect("fields");
+        assert_eq!(large.as_bytes().len(), big.len() + r#""big":"""#.len());
+        let small = Fields::from_serialize(&json!({"a": 1})).expect("fields");
+        assert_eq!(small.as_bytes(), br#""a":1"#);
+        assert_eq!(
+            small.0.capacity(),
+            small.0.len(),
+            "copied at its exact size"
+        );
     }
 
     #[test]
