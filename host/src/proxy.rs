@@ -72,11 +72,11 @@ where
     );
     // The target is only ever read by the audit log: redacted only when there is one.
     let target = match &gateway.audit {
-        Some(_) => format!(
-            "{}{}",
+        Some(_) => [
             authority(request.uri(), request.headers()).unwrap_or_default(),
-            audit::redact_target(request.uri().path_and_query().map_or("/", |p| p.as_str()))
-        ),
+            &audit::redact_target(request.uri().path_and_query().map_or("/", |p| p.as_str())),
+        ]
+        .concat(),
         None => String::new(),
     };
     let mut trail = Trail::new(

@@ -166,6 +166,11 @@ pub fn is_secret_query_param(name: &str) -> bool {
 /// `[REDACTED]@`, and the fragment (never sent over HTTP, and where OAuth's implicit flow puts
 /// tokens) is dropped. Everything else is kept byte for byte.
 pub fn redact_url(url: &str) -> String {
+    // Without a query, userinfo or fragment there is nothing to take out: the usual request
+    // target, copied as it is.
+    if !url.bytes().any(|b| matches!(b, b'?' | b'@' | b'#')) {
+        return url.to_string();
+    }
     redact_url_and_query(url).0
 }
 

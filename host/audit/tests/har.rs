@@ -325,6 +325,9 @@ fn redact_url_keeps_everything_but_credentials() {
     );
     assert_eq!(redact_url("/relative?Sig=abc"), "/relative?Sig=[REDACTED]");
     assert_eq!(redact_url("https://h/p#frag"), "https://h/p");
+    // Nothing to redact: copied as is; userinfo without a query is still taken out.
+    assert_eq!(redact_url("/c/b/blob.txt"), "/c/b/blob.txt");
+    assert_eq!(redact_url("https://u:pw@h/p"), "https://[REDACTED]@h/p");
     assert_eq!(
         redact_url("/p/x://u@h?%53IG=1&a=%4A"),
         "/p/x://u@h?%53IG=[REDACTED]&a=%4A"
