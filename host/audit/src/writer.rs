@@ -405,10 +405,13 @@ impl Shared {
         self.queue.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Everything queued, and since when the oldest of it waited.
-    fn take_queue(&self) -> (Vec<Command>, Option<Instant>) {
+    /// Everything queued, swapped into `into` (which must be empty: its buffers go back to the
+    /// queue for reuse), and since when the oldest of it waited.
+    fn take_queue(&self, into: &mut Queued) -> Option<Instant> {
+        debug_assert!(into.records.is_empty() && into.bytes.is_empty());
         let mut queue = self.lock_queue();
-        (std::mem::take(&mut queue.commands), queue.since.take())
+        std::mem::swap(&mut queue.queued, into);
+        queue.since.take()
     }
 }
 
@@ -417,7 +420,7 @@ impl Shared {
 /// the batched interval).
 #[derive(Debug, Default)]
 struct Queue {
-    commands: Vec<Command>,
+    queued: Queued,
     /// Since when the oldest record waits.
     since: Option<Instant>,
     /// The writer thread will look within the batched interval anyway: a new record need not
@@ -425,6 +428,45 @@ struct Queue {
     scheduled: bool,
     /// The log is closed: nothing more is queued.
     closed: bool,
+}
+
+/// Queued records: each one's kind and answer, and all their fields' bytes back to back. The
+/// fields are copied in by the caller, who frees its own buffer (a buffer freed on another
+/// thread than the one that made it is the allocator's slow path); the two buffers here are
+/// swapped between the queue and the writer and reused, so a queued record costs no allocation.
+#[derive(Debug, Default)]
+struct Queued {
+    records: Vec<QueuedRecord>,
+    bytes: Vec<u8>,
+}
+
+#[derive(Debug)]
+struct QueuedRecord {
+    kind: Cow<'static, str>,
+    /// Its fields: the next `len` bytes of [`Queued::bytes`].
+    len: usize,
+    reply: Option<Reply>,
+}
+
+/// The most fields' bytes a drained [`Queued`] keeps for reuse.
+const QUEUED_BYTES_KEPT: usize = 1 << 20;
+
+/// A record the queue did not take (it is full, or the log is closed): its parts, given back.
+struct Refused {
+    kind: Cow<'static, str>,
+    fields: Fields,
+    reply: Option<Reply>,
+}
+
+impl Refused {
+    fn into_command(self) -> Command {
+        Command::Append {
+            kind: self.kind,
+            fields: self.fields,
+            wait: Wait::Written,
+            reply: self.reply,
+        }
+    }
 }
 
 /// How long a record nobody waits for (a completion) stays queued when no caller's write takes
@@ -537,15 +579,19 @@ impl AuditLog {
         for cut in &cuts {
             writer.stage(
                 "log.recovered",
-                &obj(json!({
+                obj(json!({
                     "file": cut.file, "offset": cut.offset, "bytes": cut.bytes,
                     "quarantine": cut.quarantine.file_name().map(|n| n.to_string_lossy().into_owned()),
                     "reason": cut.reason,
-                })),
+                }))
+                .as_bytes(),
             )?;
         }
         if let Some(old) = &rotation {
-            writer.stage("key.rotated", &obj(json!({"old": old, "new": configured})))?;
+            writer.stage(
+                "key.rotated",
+                obj(json!({"old": old, "new": configured})).as_bytes(),
+            )?;
         }
         writer.commit(true)?;
         if rotation.is_some() || unfinished.is_some() {
@@ -630,14 +676,9 @@ impl AuditLog {
         wait: Wait,
     ) -> Result<Appended, AuditError> {
         let (reply, answer) = Answer::pair();
-        let command = Command::Append {
-            kind: kind.into(),
-            fields,
-            wait,
-            reply: Some(reply),
-        };
+        let (kind, reply) = (kind.into(), Some(reply));
         let command = match wait {
-            Wait::Written => match self.queue(command) {
+            Wait::Written => match self.queue(kind, fields, reply) {
                 Ok(()) => loop {
                     YieldOnce(false).await;
                     match self.write_queued(&answer) {
@@ -645,9 +686,14 @@ impl AuditLog {
                         Turn::Again => {}
                     }
                 },
-                Err(command) => command,
+                Err(refused) => refused.into_command(),
             },
-            Wait::Synced => command,
+            Wait::Synced => Command::Append {
+                kind,
+                fields,
+                wait,
+                reply,
+            },
         };
         self.tx
             .send_async(command)
@@ -664,23 +710,23 @@ impl AuditLog {
         wait: Wait,
     ) -> Result<Appended, AuditError> {
         let (reply, answer) = Answer::pair();
-        let command = Command::Append {
-            kind: kind.into(),
-            fields,
-            wait,
-            reply: Some(reply),
-        };
+        let (kind, reply) = (kind.into(), Some(reply));
         let command = match wait {
-            Wait::Written => match self.queue(command) {
+            Wait::Written => match self.queue(kind, fields, reply) {
                 Ok(()) => loop {
                     match self.write_queued(&answer) {
                         Turn::Done | Turn::Wait => return answer.wait(),
                         Turn::Again => std::thread::yield_now(),
                     }
                 },
-                Err(command) => command,
+                Err(refused) => refused.into_command(),
             },
-            Wait::Synced => command,
+            Wait::Synced => Command::Append {
+                kind,
+                fields,
+                wait,
+                reply,
+            },
         };
         self.tx.send(command).map_err(|_| AuditError::Closed)?;
         answer.wait()
@@ -717,31 +763,38 @@ impl AuditLog {
         kind: impl Into<Cow<'static, str>>,
         fields: Fields,
     ) -> Result<(), Unsent> {
-        let command = Command::Append {
-            kind: kind.into(),
-            fields,
-            wait: Wait::Written,
-            reply: None,
-        };
-        match self.queue(command) {
-            Ok(()) => Ok(()),
-            Err(Command::Append { kind, fields, .. }) => Err(Unsent { kind, fields }),
-            Err(_) => unreachable!("an append was queued"),
-        }
+        self.queue(kind.into(), fields, None)
+            .map_err(|Refused { kind, fields, .. }| Unsent { kind, fields })
     }
 
     /// Put a `Wait::Written` record in the queue, waking the writer thread if it does not
     /// already have to look within the batched interval. Gives the record back when the queue
     /// is full or closed.
-    fn queue(&self, command: Command) -> Result<(), Command> {
+    fn queue(
+        &self,
+        kind: Cow<'static, str>,
+        fields: Fields,
+        reply: Option<Reply>,
+    ) -> Result<(), Refused> {
         let mut queue = self.shared.lock_queue();
-        if queue.closed || queue.commands.len() >= self.queue_limit {
-            return Err(command);
+        if queue.closed || queue.queued.records.len() >= self.queue_limit {
+            return Err(Refused {
+                kind,
+                fields,
+                reply,
+            });
         }
-        queue.commands.push(command);
+        queue.queued.bytes.extend_from_slice(fields.as_bytes());
+        queue.queued.records.push(QueuedRecord {
+            kind,
+            len: fields.as_bytes().len(),
+            reply,
+        });
         queue.since.get_or_insert_with(Instant::now);
         let wake = !std::mem::replace(&mut queue.scheduled, true);
         drop(queue);
+        // Freed here, on the thread that made it.
+        drop(fields);
         if wake {
             // A full channel wakes the thread anyway.
             let _ = self.tx.try_send(Command::Schedule);
@@ -774,9 +827,8 @@ impl AuditLog {
             let _ = self.tx.try_send(Command::Flush);
             return Turn::Wait;
         }
-        let (mut batch, _) = self.shared.take_queue();
-        let mut replies = Vec::with_capacity(batch.len());
-        writer.stage_batch(&mut batch, &mut replies);
+        let mut replies = Vec::new();
+        writer.stage_queue(&mut replies);
         let committed = writer.commit(false);
         drop(writer);
         answer_all(&mut replies, &committed);
@@ -896,6 +948,8 @@ struct Writer {
     file: Option<File>,
     segment_len: u64,
     segment_opened: Instant,
+    /// The queue's records while they are staged (kept for its buffers).
+    queued: Queued,
     /// Record lines staged for the next write, and the state after them.
     staged: Vec<u8>,
     staged_seq: u64,
@@ -964,6 +1018,7 @@ impl Writer {
             file,
             segment_len: state.segment_len,
             segment_opened: now.checked_sub(age).unwrap_or(now),
+            queued: Queued::default(),
             staged: Vec::new(),
             checkpoints,
             checkpointed: state.checkpointed.unwrap_or(0).min(state.seq),
@@ -975,7 +1030,7 @@ impl Writer {
     }
 
     /// Stage one record, opening a segment first if none is live. Nothing touches the disk.
-    fn stage(&mut self, kind: &str, fields: &Fields) -> Result<Appended, AuditError> {
+    fn stage(&mut self, kind: &str, fields: &[u8]) -> Result<Appended, AuditError> {
         if self.file.is_none() {
             self.open_segment()?;
         }
@@ -1005,7 +1060,7 @@ impl Writer {
         let next = self.segment + 1;
         self.stage_raw(
             "segment.close",
-            &obj(json!({"segment": self.segment, "next": next})),
+            obj(json!({"segment": self.segment, "next": next})).as_bytes(),
         );
         self.commit(true)?;
         self.checkpoint(true)?;
@@ -1043,14 +1098,15 @@ impl Writer {
         let key = self.options.key.verifier().to_string();
         self.stage_raw(
             "segment.open",
-            &obj(json!({"segment": next, "frontier": frontier, "key": key})),
+            obj(json!({"segment": next, "frontier": frontier, "key": key})).as_bytes(),
         );
         Ok(())
     }
 
-    fn stage_raw(&mut self, kind: &str, fields: &Fields) -> Appended {
+    /// `fields` are a [`Fields`]' bytes.
+    fn stage_raw(&mut self, kind: &str, fields: &[u8]) -> Appended {
         let start = self.staged.len();
-        record::write_fields_line(
+        record::write_fields_bytes_line(
             &mut self.staged,
             &Head {
                 log: &self.options.origin,
@@ -1228,7 +1284,8 @@ impl Writer {
             let timeout = {
                 let writer = lock(writer);
                 let mut queue = writer.shared.lock_queue();
-                queue.scheduled = !queue.commands.is_empty() || writer.unsynced_since.is_some();
+                queue.scheduled =
+                    !queue.queued.records.is_empty() || writer.unsynced_since.is_some();
                 writer.next_deadline(queue.since)
             };
             let timed_out = match rx.recv_timeout(timeout) {
@@ -1250,12 +1307,7 @@ impl Writer {
                 batch.clear();
                 continue;
             }
-            let close = {
-                let mut writer = lock(writer);
-                let (queued, since) = writer.shared.take_queue();
-                batch.extend(queued);
-                writer.take(&mut batch, since, &mut replies)
-            };
+            let close = lock(writer).take(&mut batch, &mut replies);
             if let Some(reply) = close {
                 let _ = reply.send(lock(writer).shutdown());
                 return;
@@ -1263,16 +1315,16 @@ impl Writer {
         }
     }
 
-    /// Stage and commit one batch (whose oldest queued record waited since `queued_since`),
-    /// answer its callers, and sign the checkpoints due. Returns the reply of a `Close` in the
-    /// batch.
+    /// Stage and commit one batch (the channel's commands and the queue), answer its callers,
+    /// and sign the checkpoints due. Returns the reply of a `Close` in the batch.
     fn take(
         &mut self,
         batch: &mut Vec<Command>,
-        queued_since: Option<Instant>,
         replies: &mut Vec<(Reply, Result<Appended, AuditError>)>,
     ) -> Option<flume::Sender<Result<(), AuditError>>> {
-        let appends = batch.iter().any(|c| matches!(c, Command::Append { .. }));
+        let queued_since = self.shared.take_queue(&mut self.queued);
+        let appends = !self.queued.records.is_empty()
+            || batch.iter().any(|c| matches!(c, Command::Append { .. }));
         let rotated = if appends {
             self.rotate_if_due()
         } else {
@@ -1284,9 +1336,10 @@ impl Writer {
         let due = oldest(self.unsynced_since, queued_since)
             .is_some_and(|t| t.elapsed() >= self.batched_interval());
         let asks = self.stage_batch(batch, replies);
+        self.stage_queued(replies);
         if self.heartbeat_at.elapsed() >= self.options.heartbeat {
             self.heartbeat_at = Instant::now();
-            let _ = self.stage("heartbeat", &Fields::new());
+            let _ = self.stage("heartbeat", &[]);
         }
         // Every waiter of the batch is answered only after the write (and the fdatasync, if
         // one of them asked for it), so that a failure of either fails them all and a
@@ -1327,7 +1380,7 @@ impl Writer {
                     reply,
                 } => {
                     asks.sync |= wait == Wait::Synced;
-                    let appended = self.stage(&kind, &fields);
+                    let appended = self.stage(&kind, fields.as_bytes());
                     if let Some(reply) = reply {
                         replies.push((reply, appended));
                     }
@@ -1337,6 +1390,32 @@ impl Writer {
             }
         }
         asks
+    }
+
+    /// Take the queue and stage its records, leaving the answers owed in `replies`.
+    fn stage_queue(&mut self, replies: &mut Vec<(Reply, Result<Appended, AuditError>)>) {
+        self.shared.take_queue(&mut self.queued);
+        self.stage_queued(replies);
+    }
+
+    /// Stage the records taken from the queue, then keep its buffers, emptied, for the next
+    /// take.
+    fn stage_queued(&mut self, replies: &mut Vec<(Reply, Result<Appended, AuditError>)>) {
+        let mut queued = std::mem::take(&mut self.queued);
+        let mut at = 0;
+        for record in queued.records.drain(..) {
+            let fields = &queued.bytes[at..at + record.len];
+            at += record.len;
+            let appended = self.stage(&record.kind, fields);
+            if let Some(reply) = record.reply {
+                replies.push((reply, appended));
+            }
+        }
+        queued.bytes.clear();
+        if queued.bytes.capacity() > QUEUED_BYTES_KEPT {
+            queued.bytes = Vec::new();
+        }
+        self.queued = queued;
     }
 
     /// How long the thread may sleep: until the next heartbeat, write of records queued
@@ -1365,13 +1444,9 @@ impl Writer {
 
     /// Write what is queued, fsync, sign a final checkpoint, and take no more records.
     fn shutdown(&mut self) -> Result<(), AuditError> {
-        let mut batch = {
-            let mut queue = self.shared.lock_queue();
-            queue.closed = true;
-            std::mem::take(&mut queue.commands)
-        };
+        self.shared.lock_queue().closed = true;
         let mut replies = Vec::new();
-        self.stage_batch(&mut batch, &mut replies);
+        self.stage_queue(&mut replies);
         let committed = self.commit(true);
         answer_all(&mut replies, &committed);
         committed?;
@@ -1500,6 +1575,17 @@ mod tests {
 
     /// The records in the log's segments, in order, as (seq, kind).
     fn stored(dir: &Path) -> Vec<(u64, String)> {
+        stored_records(dir)
+            .iter()
+            .map(|record| {
+                let seq = record["seq"].as_u64().expect("a seq");
+                (seq, record["type"].as_str().expect("a type").to_string())
+            })
+            .collect()
+    }
+
+    /// The records in the log's segments, in order.
+    fn stored_records(dir: &Path) -> Vec<Value> {
         let mut names: Vec<_> = std::fs::read_dir(dir)
             .expect("the log directory")
             .map(|e| {
@@ -1516,11 +1602,7 @@ mod tests {
             .flat_map(|n| {
                 let text = std::fs::read_to_string(dir.join(n)).expect("a segment");
                 text.lines()
-                    .map(|l| {
-                        let record: Value = serde_json::from_str(l).expect("a record");
-                        let seq = record["seq"].as_u64().expect("a seq");
-                        (seq, record["type"].as_str().expect("a type").to_string())
-                    })
+                    .map(|l| serde_json::from_str(l).expect("a record"))
                     .collect::<Vec<_>>()
             })
             .collect()
@@ -1595,6 +1677,24 @@ mod tests {
         );
         let seqs: Vec<u64> = records.iter().map(|(seq, _)| *seq).collect();
         assert_eq!(seqs, (0..records.len() as u64).collect::<Vec<_>>());
+        // Each record has its own fields (1 to 4 digits long, queued back to back): every
+        // decision's `i` once, every completion's `i` once per task.
+        let fields = |kind: &str| {
+            let mut values: Vec<u64> = stored_records(dir.path())
+                .iter()
+                .filter(|r| r["type"] == kind)
+                .map(|r| r["i"].as_u64().expect("the record's own field"))
+                .collect();
+            values.sort_unstable();
+            values
+        };
+        assert_eq!(
+            fields("test.decision"),
+            (0..tasks * each).collect::<Vec<_>>()
+        );
+        let mut completions: Vec<u64> = (0..tasks).flat_map(|_| 0..each).collect();
+        completions.sort_unstable();
+        assert_eq!(fields("test.completion"), completions);
         let report = crate::verify::verify(crate::verify::Options::new(dir.path(), trusted))
             .expect("verify runs");
         assert!(report.passed(), "{}", report.render_text());
