@@ -8,6 +8,9 @@
 #                 the default way, fresh) -> upstream
 #   portcullis 0, authenticated   the 0-plugin route requiring a bearer token (RS256, verified
 #                 against tests/src/bin/dev_idp.rs on loopback; one token reused, as an agent does)
+#   portcullis 0, audited   the 0-plugin route with the signed audit log ([audit], durability
+#                 "batched", fsync every 100 ms): its CPU per request minus the 0-plugin route's,
+#                 within each round, is what the audit log costs a request (issue 6)
 # each at CONNECTIONS connections (throughput) and at 1 connection (latency), in ROUNDS
 # interleaved rounds (the order rotates every round), and prints a markdown table of the
 # medians: req/s, req/s ratio to the bare proxy, the serving process's CPU per request at
@@ -18,10 +21,12 @@
 #
 #   scripts/bench-load.sh                   everything (builds what it needs)
 #   scripts/bench-load.sh --only-baseline   direct and bare proxy only (no gateway, no plugins)
+#   scripts/bench-load.sh --only-audit      the 0-plugin route with and without the audit log
 #
 # Environment: DURATION (10s per wrk run), WARMUP (2s per target, discarded), ROUNDS (3),
 # CONNECTIONS (64), THREADS (2, wrk threads for the CONNECTIONS runs), BASE_PORT (18400: the
-# gateways listen on BASE_PORT..+4 and +6, the identity provider on BASE_PORT+5), SKIP_BUILD=1 (use what is already built),
+# gateways listen on BASE_PORT..+4, +6 and +7, the identity provider on BASE_PORT+5),
+# SKIP_BUILD=1 (use what is already built),
 # CARGO_TARGET_DIR (where the binaries are; default target/), PLUGIN_DIR (the built plugins;
 # default target/plugins, where scripts/build-plugins.sh puts them).
 #
@@ -34,9 +39,11 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
 only_baseline=0
+only_audit=0
 for arg in "$@"; do
     case "$arg" in
         --only-baseline) only_baseline=1 ;;
+        --only-audit) only_audit=1 ;;
         -h | --help)
             sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'
             exit 0
@@ -47,6 +54,11 @@ for arg in "$@"; do
             ;;
     esac
 done
+
+[[ $only_baseline -eq 1 && $only_audit -eq 1 ]] && {
+    echo "bench-load: --only-baseline and --only-audit exclude each other" >&2
+    exit 2
+}
 
 DURATION="${DURATION:-10s}"
 WARMUP="${WARMUP:-2s}"
@@ -105,6 +117,8 @@ fi
 if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
     if [[ $only_baseline -eq 1 ]]; then
         cargo build --release -p portcullis-tests --bins
+    elif [[ $only_audit -eq 1 ]]; then
+        cargo build --release -p portcullis -p portcullis-tests # no plugins on these routes
     else
         cargo build --release -p portcullis -p portcullis-tests
         marker="$work/plugins-built"
@@ -130,14 +144,22 @@ for b in "${bins[@]}"; do
     cp "$target_dir/release/$b" "$work/bin/$b"
 done
 if [[ $only_baseline -eq 0 ]]; then
-    for p in "${chain_plugins[@]}" "${core_chain_plugins[@]}"; do
-        [[ -f "$plugin_dir/$p.wasm" ]] || die "$plugin_dir/$p.wasm is missing: run scripts/build-plugins.sh"
-    done
+    if [[ $only_audit -eq 0 ]]; then
+        for p in "${chain_plugins[@]}" "${core_chain_plugins[@]}"; do
+            [[ -f "$plugin_dir/$p.wasm" ]] || die "$plugin_dir/$p.wasm is missing: run scripts/build-plugins.sh"
+        done
+    fi
     "$work/bin/portcullis" serve --help >/dev/null 2>&1 \
         || die "this portcullis has no \`serve\` subcommand yet: use --only-baseline"
 fi
 
 # --- start the targets -------------------------------------------------------------------
+# The audited gateway's signing key (and its log, under $work/audit).
+if [[ $only_baseline -eq 0 ]]; then
+    "$work/bin/portcullis" keygen --name bench.portcullis/audit --out "$work/audit" >/dev/null \
+        || die "portcullis keygen failed"
+fi
+
 # start NAME CMD...: run CMD in the background, logs in $work/NAME.{out,err}; sets $pid.
 start() {
     local name=$1
@@ -182,14 +204,16 @@ declare -A proc # the process serving each target, whose CPU is counted
 
 start_announcing upstream "$work/bin/bench_upstream" 0
 upstream_url="http://$addr"
-names+=(direct)
-url[direct]="$upstream_url"
-proc[direct]=$pid
+if [[ $only_audit -eq 0 ]]; then
+    names+=(direct)
+    url[direct]="$upstream_url"
+    proc[direct]=$pid
 
-start_announcing bare "$work/bin/bare_proxy" 0 "$upstream_url"
-names+=(bare)
-url[bare]="http://$addr"
-proc[bare]=$pid
+    start_announcing bare "$work/bin/bare_proxy" 0 "$upstream_url"
+    names+=(bare)
+    url[bare]="http://$addr"
+    proc[bare]=$pid
+fi
 
 if [[ $only_baseline -eq 0 ]]; then
     # gateway_config PORT PLUGIN...: a Portcullis configuration with one route through PLUGIN...
@@ -214,17 +238,28 @@ if [[ $only_baseline -eq 0 ]]; then
     i=0
     # 0, 1 and 3 plugins in fresh mode; 3r: the same 3 in reuse mode (the engine's best case,
     # for scale: reuse keeps memory between calls, so it is not the default); 3c: 3 plugins
-    # built the default way, fresh. Ports BASE_PORT+0..3, then +6 (4 and 5 are taken below).
-    for n in 0 1 3 3r 3c; do
+    # built the default way, fresh; 0l: 0 plugins with the audit log. Ports BASE_PORT+0..3,
+    # then +6 and +7 (4 and 5 are taken below).
+    gateways=(0 1 3 3r 3c 0l)
+    [[ $only_audit -eq 1 ]] && gateways=(0 0l)
+    for n in "${gateways[@]}"; do
         port=$((BASE_PORT + i))
         [[ $n == 3c ]] && port=$((BASE_PORT + 6))
+        [[ $n == 0l ]] && port=$((BASE_PORT + 7))
         i=$((i + 1))
         port_in_use "$port" && die "port $port is in use: set BASE_PORT"
         instance=fresh
         [[ $n == 3r ]] && instance=reuse
-        plugins=("${chain_plugins[@]:0:${n%[rc]}}")
+        plugins=("${chain_plugins[@]:0:${n%[rcl]}}")
         [[ $n == 3c ]] && plugins=("${core_chain_plugins[@]}")
-        gateway_config "$port" "$instance" "${plugins[@]}" >"$work/portcullis-$n.toml"
+        {
+            gateway_config "$port" "$instance" "${plugins[@]}"
+            if [[ $n == 0l ]]; then
+                printf '\n[audit]\ndir = "%s"\norigin = "bench.portcullis/audit"\n' "$work/audit"
+                printf 'signing_key_file = "%s"\ndurability = "batched"\nfsync_interval = "100ms"\n' \
+                    "$work/audit.key"
+            fi
+        } >"$work/portcullis-$n.toml"
         start "portcullis-$n" "$work/bin/portcullis" serve --config "$work/portcullis-$n.toml"
         # Ready when it answers (plugins compile at start: allow a while).
         for _ in $(seq 600); do
@@ -238,6 +273,8 @@ if [[ $only_baseline -eq 0 ]]; then
         proc[pc$n]=$pid
     done
 
+fi
+if [[ $only_baseline -eq 0 && $only_audit -eq 0 ]]; then
     # The 0-plugin route again, requiring a verified token from a local identity provider.
     idp_port=$((BASE_PORT + 5))
     port=$((BASE_PORT + 4))
@@ -342,7 +379,7 @@ done
 printf '%s, kernel %s, %s cores, 1-min load average %s before and %s after; %s\n\n' \
     "$(date -u +%Y-%m-%d)" "$(uname -r)" "$(nproc)" "$load_before" \
     "$(cut -d' ' -f1 /proc/loadavg)" "$(wrk --version 2>&1 | head -n1 | cut -d' ' -f1-2)"
-awk -v rounds="$ROUNDS" -v conns="$CONNECTIONS" -v only="$only_baseline" -v dur="$DURATION" '
+awk -v rounds="$ROUNDS" -v conns="$CONNECTIONS" -v only=$((only_baseline + only_audit)) -v dur="$DURATION" '
 function median(list,    a, n, i, j, t) {
     n = split(list, a, " ")
     for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] > t; j--) a[j + 1] = a[j]; a[j + 1] = t }
@@ -350,26 +387,29 @@ function median(list,    a, n, i, j, t) {
 }
 { if ($3 == "many") { rps[$1, $2] = $4; cpu[$1, $2] = $7 } else p50[$1, $2] = $5 }
 END {
-    split("direct bare pc0 pc0a pc1 pc3 pc3c pc3r", order, " ")
+    split("direct bare pc0 pc0l pc0a pc1 pc3 pc3c pc3r", order, " ")
     label["direct"] = "direct to upstream"; label["bare"] = "bare hyper proxy (baseline)"
     label["pc0"] = "Portcullis, 0 plugins"; label["pc1"] = "Portcullis, 1 plugin"
     label["pc3"] = "Portcullis, 3 plugins"; label["pc3r"] = "Portcullis, 3 plugins, reuse"
     label["pc0a"] = "Portcullis, 0 plugins, token verified"
+    label["pc0l"] = "Portcullis, 0 plugins, audited"
     label["pc3c"] = "Portcullis, 3 plugins built the default way"
     printf "| target | req/s @%d | ratio vs bare proxy | CPU per request @%d | p50 @1 | added p50 vs direct |\n", conns, conns
     print "|---|---|---|---|---|---|"
-    for (k = 1; k <= 8; k++) {
+    bare = (1, "bare") in rps; direct = (1, "direct") in rps
+    for (k = 1; k <= 9; k++) {
         n = order[k]
         if (!((1, n) in rps)) continue
         r = ""; ra = ""; p = ""; pa = ""; c = ""
         for (i = 1; i <= rounds; i++) {
-            r = r " " rps[i, n]; ra = ra " " rps[i, n] / rps[i, "bare"]; c = c " " cpu[i, n]
-            p = p " " p50[i, n]; pa = pa " " p50[i, n] - p50[i, "direct"]
+            r = r " " rps[i, n]; c = c " " cpu[i, n]; p = p " " p50[i, n]
+            if (bare) ra = ra " " rps[i, n] / rps[i, "bare"]
+            if (direct) pa = pa " " p50[i, n] - p50[i, "direct"]
         }
         ratio[n] = median(ra); added[n] = median(pa)
-        printf "| %s | %.0f | %.2f× | %.1f µs | %.0f µs | %s |\n", label[n], median(r), ratio[n],
-            median(c), median(p),
-            (n == "direct" ? "—" : sprintf("%+.0f µs", added[n]))
+        printf "| %s | %.0f | %s | %.1f µs | %.0f µs | %s |\n", label[n], median(r),
+            (bare ? sprintf("%.2f×", ratio[n]) : "—"), median(c), median(p),
+            (n == "direct" || !direct ? "—" : sprintf("%+.0f µs", added[n]))
     }
     printf "\nMedians of %d interleaved rounds of %s per run; ratio and added p50 are taken within each round.\n", rounds, dur
     printf "CPU per request: user + system time of the process serving the target (the upstream for\n"
@@ -381,8 +421,19 @@ END {
             (added["pc3"] <= 50 ? "met" : "NOT met")
         printf "The same for 3 plugins built the default way: %.2fx, %+.0f µs\n", ratio["pc3c"], added["pc3c"]
     }
+    if ((1, "pc0l") in rps && (1, "pc0") in rps) {
+        d = ""; lo = ""; hi = ""; l = ""
+        for (i = 1; i <= rounds; i++) {
+            x = cpu[i, "pc0l"] - cpu[i, "pc0"]; d = d " " x; l = l " " p50[i, "pc0l"] - p50[i, "pc0"]
+            if (lo == "" || x < lo) lo = x
+            if (hi == "" || x > hi) hi = x
+        }
+        printf "Audit log (issue 6): CPU per request, audited minus plain 0-plugin route within each round:\n"
+        printf "  median %.1f µs (%.1f to %.1f over %d rounds); p50 added @1: %+.0f µs. Goal <= 5 µs: %s\n",
+            median(d), lo, hi, rounds, median(l), (median(d) <= 5 ? "met" : "NOT met")
+    }
     print "\nPer round (req/s @" conns " / p50 µs @1):"
-    for (k = 1; k <= 8; k++) {
+    for (k = 1; k <= 9; k++) {
         n = order[k]
         if (!((1, n) in rps)) continue
         line = sprintf("  %-30s", label[n])
