@@ -2,7 +2,7 @@
 //! torn, unparsable, zero-filled or mis-chained line, move what follows to `quarantine/`, and
 //! hand the writer the state to continue from.
 use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Write};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -75,17 +75,21 @@ pub fn recover(dir: &Path, origin: &str) -> Result<State, AuditError> {
         checkpointed: None,
         cuts: Vec::new(),
     };
-    let checkpoints = dir.join(segment::CHECKPOINTS);
-    if let Some(cut) = cut_torn_checkpoints(dir, &checkpoints)? {
-        state.cuts.push(cut);
-    }
-    state.checkpointed = last_checkpoint_size(&checkpoints)?;
+    let (cut, checkpointed) = recover_checkpoints(dir, &dir.join(segment::CHECKPOINTS))?;
+    state.cuts.extend(cut);
+    state.checkpointed = checkpointed;
     let mut segments = segment::list(dir).map_err(io(dir))?;
     while let Some((number, path)) = segments.pop() {
         let bytes = fs::read(&path).map_err(io(&path))?;
         let scan = scan(&bytes, origin);
         if let Some((offset, reason)) = &scan.bad {
-            let cut = quarantine(dir, &path, &bytes, *offset, reason.clone())?;
+            let cut = quarantine(
+                dir,
+                &path,
+                &bytes[*offset as usize..],
+                *offset,
+                reason.clone(),
+            )?;
             state.cuts.push(cut);
         }
         let Some(end) = scan.end else {
@@ -256,11 +260,12 @@ fn open_frontier(record: &Record) -> Option<Frontier> {
         .flatten()
 }
 
-/// Move `bytes[offset..]` of `path` to the quarantine and truncate the file there, durably.
+/// Move `cut`, the bytes of `path` from `offset` to its end, to the quarantine and truncate
+/// the file at `offset`, durably.
 fn quarantine(
     dir: &Path,
     path: &Path,
-    bytes: &[u8],
+    cut: &[u8],
     offset: u64,
     reason: String,
 ) -> Result<Cut, AuditError> {
@@ -282,8 +287,7 @@ fn quarantine(
         .create_new(true)
         .open(&target)
         .map_err(io(&target))?;
-    out.write_all(&bytes[offset as usize..])
-        .map_err(io(&target))?;
+    out.write_all(cut).map_err(io(&target))?;
     out.sync_all().map_err(io(&target))?;
     let file = OpenOptions::new()
         .write(true)
@@ -297,7 +301,7 @@ fn quarantine(
     tracing::warn!(
         file = %file_name,
         offset,
-        bytes = bytes.len() as u64 - offset,
+        bytes = cut.len() as u64,
         quarantine = %target.display(),
         %reason,
         "audit log recovered: cut a damaged tail"
@@ -305,60 +309,163 @@ fn quarantine(
     Ok(Cut {
         file: file_name,
         offset,
-        bytes: bytes.len() as u64 - offset,
+        bytes: cut.len() as u64,
         quarantine: target,
         reason,
     })
 }
 
-/// Cut a torn or unparsable tail off `checkpoints.jsonl`.
-fn cut_torn_checkpoints(dir: &Path, path: &Path) -> Result<Option<Cut>, AuditError> {
-    let mut bytes = Vec::new();
-    match File::open(path) {
-        Ok(mut f) => f.read_to_end(&mut bytes).map_err(|error| AuditError::Io {
-            path: path.display().to_string(),
-            error,
-        })?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(error) => {
-            return Err(AuditError::Io {
-                path: path.display().to_string(),
-                error,
-            });
-        }
+/// How much of the end of `checkpoints.jsonl` recovery reads. Each checkpoint line is
+/// fdatasync'ed before the next one is written, so a crash can only have torn the last line,
+/// and recovery needs only the last whole one. The file gains a line per checkpoint for the
+/// life of the log (several a second under load): reading all of it at every start would
+/// not stay cheap. Damage further back is not a crash's to cut: `audit verify` reports it.
+const CHECKPOINTS_TAIL: u64 = 64 * 1024;
+
+/// Cut a torn or unparsable tail off `checkpoints.jsonl`, and give the size the last good
+/// line claims (unverified: a hint for the recovery log). Reads the last `CHECKPOINTS_TAIL`
+/// bytes, or the whole file when they hold no good line.
+fn recover_checkpoints(dir: &Path, path: &Path) -> Result<(Option<Cut>, Option<u64>), AuditError> {
+    let io = |error| AuditError::Io {
+        path: path.display().to_string(),
+        error,
     };
-    let mut offset = 0usize;
-    while offset < bytes.len() {
-        let rest = &bytes[offset..];
-        let bad = match rest.iter().position(|&b| b == b'\n') {
-            None => Some("a torn line (no newline at the end)".to_string()),
-            Some(n) => serde_json::from_slice::<CheckpointLine>(&rest[..n])
-                .err()
-                .map(|e| format!("not a checkpoint line: {e}")),
+    let mut file = match File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((None, None)),
+        Err(error) => return Err(io(error)),
+    };
+    let mut start = file
+        .metadata()
+        .map_err(io)?
+        .len()
+        .saturating_sub(CHECKPOINTS_TAIL);
+    loop {
+        let mut bytes = Vec::new();
+        file.seek(SeekFrom::Start(start)).map_err(io)?;
+        file.read_to_end(&mut bytes).map_err(io)?;
+        // From the first line that starts in what was read.
+        let first = match start {
+            0 => Some(0),
+            _ => bytes.iter().position(|&b| b == b'\n').map(|n| n + 1),
         };
-        if let Some(reason) = bad {
-            return quarantine(dir, path, &bytes, offset as u64, reason).map(Some);
-        }
-        offset += rest.iter().position(|&b| b == b'\n').unwrap_or(rest.len()) + 1;
+        let scanned = first.map(|first| scan_checkpoints(&bytes, first));
+        let Some((last, bad)) = scanned.filter(|(last, _)| start == 0 || last.is_some()) else {
+            start = 0;
+            continue;
+        };
+        let cut = match bad {
+            None => None,
+            Some((offset, reason)) => Some(quarantine(
+                dir,
+                path,
+                &bytes[offset..],
+                start + offset as u64,
+                reason,
+            )?),
+        };
+        return Ok((cut, last));
     }
-    Ok(None)
 }
 
-/// The size the last checkpoint line claims (unverified: a hint for the recovery log).
-fn last_checkpoint_size(path: &Path) -> Result<Option<u64>, AuditError> {
-    let text = match fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(error) => {
-            return Err(AuditError::Io {
-                path: path.display().to_string(),
-                error,
-            });
+/// The checkpoint lines of `bytes` from `offset` on: the size the last good one claims, and
+/// where the first bad one starts and why.
+fn scan_checkpoints(bytes: &[u8], mut offset: usize) -> (Option<u64>, Option<(usize, String)>) {
+    let mut last = None;
+    while offset < bytes.len() {
+        let rest = &bytes[offset..];
+        let Some(newline) = rest.iter().position(|&b| b == b'\n') else {
+            return (
+                last,
+                Some((offset, "a torn line (no newline at the end)".into())),
+            );
+        };
+        match serde_json::from_slice::<CheckpointLine>(&rest[..newline]) {
+            Ok(line) => {
+                if let Some(size) = line.note.lines().nth(1).and_then(|s| s.parse().ok()) {
+                    last = Some(size);
+                }
+            }
+            Err(e) => return (last, Some((offset, format!("not a checkpoint line: {e}")))),
         }
-    };
-    Ok(text
-        .lines()
-        .filter_map(|l| serde_json::from_str::<CheckpointLine>(l).ok())
-        .filter_map(|c| c.note.lines().nth(1).and_then(|s| s.parse().ok()))
-        .next_back())
+        offset += newline + 1;
+    }
+    (last, None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ORIGIN: &str = "test.portcullis/recover";
+
+    fn line(size: u64) -> Vec<u8> {
+        let line = CheckpointLine {
+            ts: "2026-11-30T00:00:00.000000Z".into(),
+            segment: 1,
+            note: format!("{ORIGIN}\n{size}\nAAAA\n\n— {ORIGIN} c2lnbmF0dXJl\n"),
+        };
+        let mut bytes = serde_json::to_vec(&line).expect("a line");
+        bytes.push(b'\n');
+        bytes
+    }
+
+    /// Recover a log with no segments and `checkpoints` as its checkpoint file; returns the
+    /// state and the file after.
+    fn recover_with(checkpoints: &[u8]) -> (State, Vec<u8>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join(segment::CHECKPOINTS);
+        fs::write(&path, checkpoints).expect("write");
+        let state = recover(dir.path(), ORIGIN).expect("recover");
+        let after = fs::read(&path).expect("read");
+        (state, after, dir)
+    }
+
+    #[test]
+    fn a_torn_last_checkpoint_is_cut_from_the_tail_alone() {
+        // Damage far from the end (not a crash's) stays for the verifier to report; the file
+        // is several times what recovery reads.
+        let mut file: Vec<u8> = (1..=3).flat_map(line).collect();
+        file.extend_from_slice(b"not a checkpoint line\n");
+        let mut size = 3;
+        while (file.len() as u64) < 3 * CHECKPOINTS_TAIL {
+            size += 1;
+            file.extend(line(size));
+        }
+        let whole = file.len() as u64;
+        let torn = b"{\"ts\":\"2026-11-30T00:00:01";
+        file.extend_from_slice(torn);
+        let (state, after, _dir) = recover_with(&file);
+        assert_eq!(state.checkpointed, Some(size));
+        assert_eq!(state.cuts.len(), 1, "{:?}", state.cuts);
+        let cut = &state.cuts[0];
+        assert_eq!((cut.offset, cut.bytes), (whole, torn.len() as u64));
+        assert_eq!(after, file[..whole as usize], "only the torn line is cut");
+        let quarantined = fs::read(&cut.quarantine).expect("the quarantined bytes");
+        assert_eq!(quarantined, torn);
+    }
+
+    #[test]
+    fn a_tail_with_no_good_line_is_cut_where_the_whole_file_goes_bad() {
+        let good: Vec<u8> = (1..=3).flat_map(line).collect();
+        let mut file = good.clone();
+        while (file.len() as u64) < good.len() as u64 + 2 * CHECKPOINTS_TAIL {
+            file.extend_from_slice(&[b'x'; 99]);
+            file.push(b'\n');
+        }
+        let (state, after, _dir) = recover_with(&file);
+        assert_eq!(state.checkpointed, Some(3));
+        assert_eq!(state.cuts.len(), 1, "{:?}", state.cuts);
+        let cut = &state.cuts[0];
+        assert_eq!(
+            (cut.offset, cut.bytes),
+            (good.len() as u64, (file.len() - good.len()) as u64)
+        );
+        assert!(
+            cut.reason.starts_with("not a checkpoint line"),
+            "{}",
+            cut.reason
+        );
+        assert_eq!(after, good);
+    }
 }
