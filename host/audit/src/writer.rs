@@ -676,24 +676,15 @@ impl AuditLog {
         wait: Wait,
     ) -> Result<Appended, AuditError> {
         let (reply, answer) = Answer::pair();
-        let (kind, reply) = (kind.into(), Some(reply));
-        let command = match wait {
-            Wait::Written => match self.queue(kind, fields, reply) {
-                Ok(()) => loop {
-                    YieldOnce(false).await;
-                    match self.write_queued(&answer) {
-                        Turn::Done | Turn::Wait => return answer.await,
-                        Turn::Again => {}
-                    }
-                },
-                Err(refused) => refused.into_command(),
+        let command = match self.queue_or_hand_over(kind.into(), fields, wait, reply) {
+            Ok(()) => loop {
+                YieldOnce(false).await;
+                match self.write_queued(&answer) {
+                    Turn::Done | Turn::Wait => return answer.await,
+                    Turn::Again => {}
+                }
             },
-            Wait::Synced => Command::Append {
-                kind,
-                fields,
-                wait,
-                reply,
-            },
+            Err(command) => command,
         };
         self.tx
             .send_async(command)
@@ -710,23 +701,14 @@ impl AuditLog {
         wait: Wait,
     ) -> Result<Appended, AuditError> {
         let (reply, answer) = Answer::pair();
-        let (kind, reply) = (kind.into(), Some(reply));
-        let command = match wait {
-            Wait::Written => match self.queue(kind, fields, reply) {
-                Ok(()) => loop {
-                    match self.write_queued(&answer) {
-                        Turn::Done | Turn::Wait => return answer.wait(),
-                        Turn::Again => std::thread::yield_now(),
-                    }
-                },
-                Err(refused) => refused.into_command(),
+        let command = match self.queue_or_hand_over(kind.into(), fields, wait, reply) {
+            Ok(()) => loop {
+                match self.write_queued(&answer) {
+                    Turn::Done | Turn::Wait => return answer.wait(),
+                    Turn::Again => std::thread::yield_now(),
+                }
             },
-            Wait::Synced => Command::Append {
-                kind,
-                fields,
-                wait,
-                reply,
-            },
+            Err(command) => command,
         };
         self.tx.send(command).map_err(|_| AuditError::Closed)?;
         answer.wait()
@@ -765,6 +747,28 @@ impl AuditLog {
     ) -> Result<(), Unsent> {
         self.queue(kind.into(), fields, None)
             .map_err(|Refused { kind, fields, .. }| Unsent { kind, fields })
+    }
+
+    /// Queue a `Wait::Written` record for the callers' next write; a `Wait::Synced` one, or one
+    /// the queue refuses, comes back as the command to send to the writer thread.
+    fn queue_or_hand_over(
+        &self,
+        kind: Cow<'static, str>,
+        fields: Fields,
+        wait: Wait,
+        reply: Reply,
+    ) -> Result<(), Command> {
+        match wait {
+            Wait::Written => self
+                .queue(kind, fields, Some(reply))
+                .map_err(Refused::into_command),
+            Wait::Synced => Err(Command::Append {
+                kind,
+                fields,
+                wait,
+                reply: Some(reply),
+            }),
+        }
     }
 
     /// Put a `Wait::Written` record in the queue, waking the writer thread if it does not
