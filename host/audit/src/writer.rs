@@ -11,8 +11,8 @@
 //! times the record itself. The writer thread takes the queue instead only when it must: while
 //! it holds the lock for an fsync (a runtime worker must not wait that long), when a segment
 //! has to be opened or rotated, after a failure, and for records nobody waits for that no
-//! caller's write took within `QUEUED_AT_MOST`. `Wait::Synced` records (strict durability, the gateway's own events) go
-//! through its channel, so that their fsyncs are grouped. Fields are serialised on the caller's
+//! caller's write took within `QUEUED_AT_MOST`. `Wait::Synced` records (strict durability, the
+//! gateway's own events) go through its channel, so that their fsyncs are grouped. Fields are serialised on the caller's
 //! thread ([`Fields::from_serialize`] of a `#[derive(Serialize)]` struct), so that staging only
 //! writes the head, copies the fields and hashes the line; the `Map` API
 //! ([`AuditLog::append`]) converts on the caller's thread and stores the same bytes.
@@ -23,10 +23,10 @@
 //! checkpoint covers only records whose fdatasync succeeded (`Writer::synced`; after a failed
 //! fdatasync the records written before it stay uncovered until one succeeds), and its line is
 //! fdatasync'ed before the next batch is taken. Written records are fdatasync'ed, and queued
-//! ones written (within `QUEUED_AT_MOST`) and fdatasync'ed, within the batched interval
-//! (the first record queued while the writer thread has nothing to do wakes it). Checkpoints are signed at the first sync
-//! point after every `checkpoint_records` records, at least every `checkpoint_interval` while
-//! records arrive, at rotation and at shutdown.
+//! ones written (within `QUEUED_AT_MOST`) and fdatasync'ed, within the batched interval (the
+//! first record queued while the writer thread has nothing to do wakes it). Checkpoints are
+//! signed at the first sync point after every `checkpoint_records` records, at least every
+//! `checkpoint_interval` while records arrive, at rotation and at shutdown.
 use std::borrow::Cow;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -720,17 +720,11 @@ impl AuditLog {
         kind: impl Into<Cow<'static, str>>,
         fields: Fields,
     ) -> Result<(), AuditError> {
-        let Err(Unsent { kind, fields }) = self.try_submit_fields(kind, fields) else {
+        let Err(refused) = self.queue(kind.into(), fields, None) else {
             return Ok(());
         };
-        let command = Command::Append {
-            kind,
-            fields,
-            wait: Wait::Written,
-            reply: None,
-        };
         self.tx
-            .send_async(command)
+            .send_async(refused.into_command())
             .await
             .map_err(|_| AuditError::Closed)
     }
@@ -1134,8 +1128,8 @@ impl Writer {
     }
 
     /// Write the staged lines in one write, and fsync if asked (or while recovering from a
-    /// failure). On failure the segment is cut back to its committed length and the staged records
-    /// are dropped: nothing half-written stays, and no caller was told it was written.
+    /// failure). On failure the segment is cut back to its committed length and the staged
+    /// records are dropped: nothing half-written stays, and no caller was told it was written.
     fn commit(&mut self, sync: bool) -> Result<(), AuditError> {
         let result = if self.staged.is_empty() {
             Ok(())
