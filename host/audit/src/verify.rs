@@ -6,9 +6,11 @@
 //! by a `key.rotated` record whose covering checkpoint a trusted old key co-signed; a key found
 //! beside the log is never read.
 //!
-//! Memory: the segments are streamed (one line at a time); only the Merkle frontier, the roots at
-//! the sizes some checkpoint, anchor or saved state claims, the parsed checkpoints and the
-//! `key.rotated` records are kept.
+//! Memory does not grow with the log: the segments are streamed one line at a time, and the
+//! checkpoint file alongside them, each checkpoint judged when the records reach its size. Kept
+//! are the Merkle frontier, the next checkpoint, the roots at the sizes the anchors and the saved
+//! state claim, the `key.rotated` records, and the checkpoints out of the file's order (only in a
+//! damaged file).
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::fs::File;
@@ -739,9 +741,8 @@ pub fn verify(options: Options) -> Result<Report, VerifyError> {
         ..Report::default()
     };
 
-    // The small files first: they say at which sizes roots are needed.
-    let checkpoints = read_checkpoints(&dir.join(segment::CHECKPOINTS), &mut findings)?;
-    report.checkpoints = checkpoints.len() as u64;
+    // The anchors and the saved state are small: they say at which sizes roots are kept.
+    // The checkpoint file is read alongside the segments (`CheckpointStream`).
     let anchors = match &anchor {
         Some(path) => read_anchors(path, &mut findings)?,
         None => Vec::new(),
@@ -756,24 +757,28 @@ pub fn verify(options: Options) -> Result<Report, VerifyError> {
         (Some(_), None) => StateCheck::NoSavedState,
         (Some(_), Some(s)) => StateCheck::Checked { size: s.size },
     };
+    let mut wanted: BTreeSet<u64> = anchors.iter().map(|a| a.note.checkpoint.size).collect();
+    wanted.extend(saved.iter().map(|s| s.size));
 
     // The origin: the first checkpoint a pinned key signed says it; else the first record.
-    let origin = checkpoints.iter().find_map(|cp| {
-        let o = &cp.note.checkpoint.origin;
-        let signed = cp.note.signed_by(&trusted).iter().any(|k| &k.name == o);
-        signed.then(|| o.clone())
-    });
-
-    let mut wanted: BTreeSet<u64> = checkpoints.iter().map(|c| c.note.checkpoint.size).collect();
-    wanted.extend(anchors.iter().map(|a| a.note.checkpoint.size));
-    wanted.extend(saved.iter().map(|s| s.size));
+    let checkpoints_path = dir.join(segment::CHECKPOINTS);
+    let origin = signed_origin(&checkpoints_path, &trusted)?;
+    let checkpoints = CheckpointStream::open(&checkpoints_path)?;
 
     let segments = segment::list(&dir).map_err(io_error(&dir))?;
     let total: u64 = segments
         .iter()
         .map(|(_, p)| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
         .sum();
-    let mut scan = Scan::new(origin, heartbeat, wanted, findings, progress, total);
+    let mut scan = Scan::new(
+        origin,
+        heartbeat,
+        wanted,
+        findings,
+        progress,
+        total,
+        (checkpoints, trusted),
+    );
     if segments.is_empty() {
         scan.findings.add(
             Code::SegmentMissing,
@@ -820,6 +825,7 @@ pub fn verify(options: Options) -> Result<Report, VerifyError> {
     }
     report.segments = segments.len() as u64;
     scan.finish_progress();
+    scan.finish_checkpoints(&segments)?;
 
     let Scan {
         origin,
@@ -832,6 +838,8 @@ pub fn verify(options: Options) -> Result<Report, VerifyError> {
         recoveries,
         epochs,
         last,
+        checkpoints,
+        trust,
         mut findings,
         ..
     } = scan;
@@ -846,19 +854,12 @@ pub fn verify(options: Options) -> Result<Report, VerifyError> {
     report.epochs = epochs;
     report.origin = origin.clone();
 
-    let judged = judge_checkpoints(
-        origin.as_deref(),
-        &checkpoints,
-        &trusted,
-        &rotations,
-        &roots,
-        size,
-        &mut findings,
-    );
-    report.covered = judged.covered;
-    report.keys = judged.keys;
+    let trust = trust.expect("finish_checkpoints sets it");
+    report.checkpoints = checkpoints.parsed;
+    report.covered = trust.covered;
+    report.keys = trust.keys;
 
-    if checkpoints.is_empty() && records > 0 {
+    if report.checkpoints == 0 && records > 0 {
         findings.add(
             Code::NoCheckpoint,
             None,
@@ -867,15 +868,15 @@ pub fn verify(options: Options) -> Result<Report, VerifyError> {
                 segment::CHECKPOINTS
             ),
         );
-    } else if judged.covered < size {
+    } else if report.covered < size {
         findings.add(
             Code::TailUnsigned,
             None,
             format!(
                 "seq {} to {} ({} records) are not covered by a verified checkpoint",
-                judged.covered,
+                report.covered,
                 size - 1,
-                size - judged.covered
+                size - report.covered
             ),
         );
     }
@@ -883,7 +884,7 @@ pub fn verify(options: Options) -> Result<Report, VerifyError> {
     judge_anchors(
         origin.as_deref(),
         &anchors,
-        &judged.ever_trusted,
+        &trust.ever_trusted,
         &roots,
         size,
         &mut findings,
@@ -930,13 +931,6 @@ pub fn verify(options: Options) -> Result<Report, VerifyError> {
     Ok(report)
 }
 
-/// One parsed checkpoint (from the checkpoint file or the anchor).
-#[derive(Debug, Clone)]
-struct Noted {
-    loc: Loc,
-    note: SignedCheckpoint,
-}
-
 /// Split raw bytes into (line number, offset, line without `\n`, terminated).
 fn split_lines(bytes: &[u8]) -> Vec<(u64, u64, &[u8], bool)> {
     let mut out = Vec::new();
@@ -959,50 +953,242 @@ fn split_lines(bytes: &[u8]) -> Vec<(u64, u64, &[u8], bool)> {
     out
 }
 
-/// The checkpoint file, line by line. A missing file is no checkpoint; an unterminated last
-/// line is a torn write (a warning, ignored). The parsed notes are kept (a few hundred bytes
-/// each): their trust is judged after the stream, once the `key.rotated` records are known.
-fn read_checkpoints(path: &Path, findings: &mut Findings) -> Result<Vec<Noted>, VerifyError> {
-    let handle = match File::open(path) {
-        Ok(handle) => handle,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(io_error(path)(e)),
-    };
-    let mut reader = BufReader::new(handle);
-    let mut buf = Vec::new();
-    let mut out = Vec::new();
-    let (mut line, mut offset) = (0u64, 0u64);
-    loop {
-        buf.clear();
-        let n = reader.read_until(b'\n', &mut buf).map_err(io_error(path))? as u64;
+/// One parsed checkpoint (from the checkpoint file or the anchor).
+#[derive(Debug, Clone)]
+struct Noted {
+    loc: Loc,
+    note: SignedCheckpoint,
+}
+
+/// One line of the checkpoint file.
+enum CheckpointRead {
+    Noted(Noted),
+    /// Not a checkpoint line, or not a valid note.
+    Unparsable(Loc, String),
+    /// The last line, without its `\n`: a write torn by a crash.
+    Torn(Loc, u64),
+}
+
+/// The checkpoint file, read alongside the segments: a checkpoint is judged when the records
+/// reach its size, so only the next one is held in memory, however long the file. The file's
+/// own order is by size (the writer appends as the log grows); a checkpoint below one before
+/// it (`CheckpointRegressed`) is kept aside and judged after the scan, its root found by a
+/// second pass over the leaves.
+struct CheckpointStream {
+    path: PathBuf,
+    /// None once the file is read to its end (or it does not exist).
+    reader: Option<BufReader<File>>,
+    buf: Vec<u8>,
+    line: u64,
+    offset: u64,
+    /// The next checkpoint of this log, in file order, not judged yet.
+    next: Option<Noted>,
+    /// The size of the last checkpoint of this log read: the file's order.
+    before: Option<u64>,
+    /// Checkpoints below one before them in the file.
+    late: Vec<Noted>,
+    /// Checkpoints parsed (of any log).
+    parsed: u64,
+    /// A read error, returned after the scan.
+    error: Option<VerifyError>,
+}
+
+impl CheckpointStream {
+    /// A missing file has no checkpoint.
+    fn open(path: &Path) -> Result<Self, VerifyError> {
+        let reader = match File::open(path) {
+            Ok(handle) => Some(BufReader::new(handle)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(io_error(path)(e)),
+        };
+        Ok(CheckpointStream {
+            path: path.to_path_buf(),
+            reader,
+            buf: Vec::new(),
+            line: 0,
+            offset: 0,
+            next: None,
+            before: None,
+            late: Vec::new(),
+            parsed: 0,
+            error: None,
+        })
+    }
+
+    /// The next line, parsed; None at the end of the file.
+    fn read(&mut self) -> Result<Option<CheckpointRead>, VerifyError> {
+        let Some(reader) = self.reader.as_mut() else {
+            return Ok(None);
+        };
+        self.buf.clear();
+        let n = match reader.read_until(b'\n', &mut self.buf) {
+            Ok(n) => n as u64,
+            Err(e) => {
+                self.reader = None;
+                return Err(io_error(&self.path)(e));
+            }
+        };
         if n == 0 {
-            break;
+            self.reader = None;
+            return Ok(None);
         }
-        line += 1;
+        self.line += 1;
         let loc = Loc {
             file: segment::CHECKPOINTS.to_string(),
-            line,
-            offset,
+            line: self.line,
+            offset: self.offset,
             seq: None,
         };
-        offset += n;
-        let Some((b'\n', text)) = buf.split_last() else {
-            findings.add(
-                Code::TailTorn,
-                Some(&loc),
-                format!("the last {n} bytes have no \"\\n\": a checkpoint write torn by a crash"),
-            );
-            continue;
+        self.offset += n;
+        let Some((b'\n', text)) = self.buf.split_last() else {
+            return Ok(Some(CheckpointRead::Torn(loc, n)));
         };
         let parsed = serde_json::from_slice::<CheckpointLine>(text)
             .map_err(|e| format!("not a checkpoint line: {e}"))
             .and_then(|l| SignedCheckpoint::parse(&l.note).map_err(|e| e.to_string()));
-        match parsed {
-            Ok(note) => out.push(Noted { loc, note }),
-            Err(e) => findings.add(Code::CheckpointUnparsable, Some(&loc), e),
+        Ok(Some(match parsed {
+            Ok(note) => {
+                self.parsed += 1;
+                CheckpointRead::Noted(Noted { loc, note })
+            }
+            Err(e) => CheckpointRead::Unparsable(loc, e),
+        }))
+    }
+
+    /// The next checkpoint of log `origin` in file order, reporting the lines that are not one
+    /// and putting aside those that regress. An unterminated last line is a torn write (a
+    /// warning, ignored).
+    fn read_ours(&mut self, origin: &str, findings: &mut Findings) -> Option<Noted> {
+        loop {
+            let read = match self.read() {
+                Ok(Some(read)) => read,
+                Ok(None) => return None,
+                Err(e) => {
+                    self.error.get_or_insert(e);
+                    return None;
+                }
+            };
+            let cp = match read {
+                CheckpointRead::Noted(cp) => cp,
+                CheckpointRead::Unparsable(loc, e) => {
+                    findings.add(Code::CheckpointUnparsable, Some(&loc), e);
+                    continue;
+                }
+                CheckpointRead::Torn(loc, n) => {
+                    findings.add(
+                        Code::TailTorn,
+                        Some(&loc),
+                        format!(
+                            "the last {n} bytes have no \"\\n\": a checkpoint write torn by a crash"
+                        ),
+                    );
+                    continue;
+                }
+            };
+            let claim = &cp.note.checkpoint;
+            if claim.origin != origin {
+                findings.add(
+                    Code::CheckpointOriginMismatch,
+                    Some(&cp.loc),
+                    format!(
+                        "a checkpoint of log {:?} (size {}), not {origin:?}",
+                        claim.origin, claim.size
+                    ),
+                );
+                continue;
+            }
+            match self.before {
+                Some(b) if claim.size < b => {
+                    findings.add(
+                        Code::CheckpointRegressed,
+                        Some(&cp.loc),
+                        format!("size {} after size {b} on the line before", claim.size),
+                    );
+                    self.before = Some(claim.size);
+                    self.late.push(cp);
+                }
+                _ => {
+                    self.before = Some(claim.size);
+                    return Some(cp);
+                }
+            }
         }
     }
-    Ok(out)
+
+    /// The next checkpoint if it claims `size`, or any size from `size` on when `to_end`.
+    /// Those below `size` (they follow one that regressed) are put aside.
+    fn take(
+        &mut self,
+        size: u64,
+        to_end: bool,
+        origin: &str,
+        findings: &mut Findings,
+    ) -> Option<Noted> {
+        loop {
+            if self.next.is_none() {
+                self.next = self.read_ours(origin, findings);
+            }
+            let claim = self.next.as_ref()?.note.checkpoint.size;
+            if claim < size {
+                self.late.extend(self.next.take());
+            } else if claim == size || to_end {
+                return self.next.take();
+            } else {
+                return None;
+            }
+        }
+    }
+}
+
+/// The origin the first checkpoint signed by a pinned key of its own name says.
+fn signed_origin(path: &Path, trusted: &[VerifierKey]) -> Result<Option<String>, VerifyError> {
+    let mut stream = CheckpointStream::open(path)?;
+    while let Some(read) = stream.read()? {
+        if let CheckpointRead::Noted(cp) = read {
+            let origin = &cp.note.checkpoint.origin;
+            if cp
+                .note
+                .signed_by(trusted)
+                .iter()
+                .any(|key| &key.name == origin)
+            {
+                return Ok(Some(origin.clone()));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// The Merkle roots at `sizes`, from a pass over the segments' leaves (every terminated line)
+/// starting at `base` (the scan's; none from the log's first record). No root below `base`.
+fn roots_at(
+    segments: &[(u64, PathBuf)],
+    sizes: &BTreeSet<u64>,
+    base: Option<Frontier>,
+) -> Result<BTreeMap<u64, Hash>, VerifyError> {
+    let mut frontier = base.unwrap_or_default();
+    let mut roots = BTreeMap::new();
+    if sizes.contains(&frontier.size()) {
+        roots.insert(frontier.size(), frontier.root());
+    }
+    let mut buf = Vec::new();
+    for (_, path) in segments {
+        let handle = File::open(path).map_err(io_error(path))?;
+        let mut reader = BufReader::with_capacity(1 << 16, handle);
+        loop {
+            buf.clear();
+            if reader.read_until(b'\n', &mut buf).map_err(io_error(path))? == 0 {
+                break;
+            }
+            if let Some((b'\n', line)) = buf.split_last() {
+                frontier.push(leaf_hash(line));
+                if sizes.contains(&frontier.size()) {
+                    roots.insert(frontier.size(), frontier.root());
+                }
+            }
+        }
+    }
+    Ok(roots)
 }
 
 /// The anchor file: `checkpoints.jsonl` lines, or plain notes separated by blank lines.
@@ -1189,8 +1375,18 @@ struct SegmentState {
 struct Scan {
     origin: Option<String>,
     heartbeat: Duration,
+    /// The sizes the anchors and the saved state claim, and the roots at them.
     wanted: BTreeSet<u64>,
     roots: BTreeMap<u64, Hash>,
+    /// The checkpoint file, judged as the records reach each checkpoint's size.
+    checkpoints: CheckpointStream,
+    /// The pinned keys.
+    trusted: Vec<VerifierKey>,
+    /// Set at the first checkpoint judged (the origin is known by then).
+    trust: Option<Trust>,
+    /// The frontier the scan started from, when the first segment here is not the log's first
+    /// (the older ones archived): no root before it can be checked.
+    base: Option<Frontier>,
     frontier: Frontier,
     /// The previous line's leaf (None before the first line).
     prev_leaf: Option<Hash>,
@@ -1216,6 +1412,7 @@ impl Scan {
         findings: Findings,
         progress: Option<Box<dyn FnMut(u64, u64)>>,
         bytes_total: u64,
+        (checkpoints, trusted): (CheckpointStream, Vec<VerifierKey>),
     ) -> Self {
         let mut roots = BTreeMap::new();
         let frontier = Frontier::new();
@@ -1227,6 +1424,10 @@ impl Scan {
             heartbeat,
             wanted,
             roots,
+            checkpoints,
+            trusted,
+            trust: None,
+            base: None,
             frontier,
             prev_leaf: None,
             expected_seq: None,
@@ -1344,12 +1545,72 @@ impl Scan {
     }
 
     fn push(&mut self, leaf: Hash) {
+        if self.frontier.size() == 0 {
+            self.reach();
+        }
         self.frontier.push(leaf);
         self.prev_leaf = Some(leaf);
         let size = self.frontier.size();
         if self.wanted.contains(&size) {
             self.roots.insert(size, self.frontier.root());
         }
+        self.reach();
+    }
+
+    /// Judge the checkpoints that claim the size the records have reached. Until a record says
+    /// the origin, none is read: those passed meanwhile are judged after the scan.
+    fn reach(&mut self) {
+        let Some(origin) = self.origin.as_deref() else {
+            return;
+        };
+        let size = self.frontier.size();
+        while let Some(cp) = self
+            .checkpoints
+            .take(size, false, origin, &mut self.findings)
+        {
+            let trust = self
+                .trust
+                .get_or_insert_with(|| Trust::new(origin, &self.trusted));
+            let root = self.frontier.root();
+            trust.judge(&cp, Some(&root), size, &self.rotations, &mut self.findings);
+        }
+    }
+
+    /// After the last record: the checkpoints that claim more records than the log holds,
+    /// then those put aside, with their roots from a second pass over the leaves.
+    fn finish_checkpoints(&mut self, segments: &[(u64, PathBuf)]) -> Result<(), VerifyError> {
+        if self.frontier.size() == 0 {
+            self.reach();
+        }
+        let size = self.frontier.size();
+        let origin = self.origin.as_deref().unwrap_or_default();
+        let trust = self
+            .trust
+            .get_or_insert_with(|| Trust::new(origin, &self.trusted));
+        while let Some(cp) = self
+            .checkpoints
+            .take(size + 1, true, origin, &mut self.findings)
+        {
+            trust.judge(&cp, None, size, &self.rotations, &mut self.findings);
+        }
+        if let Some(e) = self.checkpoints.error.take() {
+            return Err(e);
+        }
+        let late = std::mem::take(&mut self.checkpoints.late);
+        if late.is_empty() {
+            return Ok(());
+        }
+        let sizes: BTreeSet<u64> = late
+            .iter()
+            .map(|cp| cp.note.checkpoint.size)
+            .filter(|&s| s <= size)
+            .collect();
+        let roots = roots_at(segments, &sizes, self.base.clone())?;
+        for cp in &late {
+            let root = roots.get(&cp.note.checkpoint.size);
+            trust.judge(cp, root, size, &self.rotations, &mut self.findings);
+        }
+        Ok(())
     }
 
     /// One terminated line (without its `\n`): always a leaf, whatever it holds.
@@ -1654,11 +1915,13 @@ impl Scan {
         if self.prev_leaf.is_none() && stored.size() > 0 {
             // The older segments are archived (or missing: reported by number or seq). This
             // segment verifies on its own from its stored frontier.
-            self.frontier = stored;
+            self.frontier = stored.clone();
+            self.base = Some(stored);
             let size = self.frontier.size();
             if self.wanted.contains(&size) {
                 self.roots.insert(size, self.frontier.root());
             }
+            self.reach();
         } else if stored != self.frontier {
             self.findings.add(
                 Code::SegmentFrontierMismatch,
@@ -1712,144 +1975,96 @@ fn non_canonical(line: &[u8]) -> Option<&'static str> {
     None
 }
 
-/// What the checkpoints established.
-#[derive(Debug, Default)]
-struct Judged {
+/// What the checkpoints judged so far established: the keys in force, how far the log is
+/// covered, and the root last signed at a size (for forks). Checkpoints are judged in size
+/// order, so a `key.rotated` record takes effect at the first checkpoint that covers it.
+struct Trust {
+    origin: String,
+    /// The pinned keys of this log, then every key a co-signed rotation introduced.
+    ever_trusted: Vec<VerifierKey>,
+    active: Vec<VerifierKey>,
+    retired: Vec<VerifierKey>,
+    /// The pinned keys and every key a `key.rotated` record read so far names.
+    every_key: Vec<VerifierKey>,
+    /// The rotations read so far whose keys are in `every_key`, and those applied.
+    rotations_known: usize,
+    rotations_applied: usize,
+    /// The first validly signed checkpoint at the size judged last: (size, root, line).
+    signed: Option<(u64, Hash, u64)>,
     covered: u64,
     keys: Vec<String>,
-    /// Every key that was trusted at some size: the pinned ones and those rotated to.
-    ever_trusted: Vec<VerifierKey>,
 }
 
 fn key_label(key: &VerifierKey) -> String {
     format!("{}+{}", key.name, hex::encode(key.id))
 }
 
-/// Trust, roots, forks and order of the checkpoints, and key rotation, after the stream.
-fn judge_checkpoints(
-    origin: Option<&str>,
-    checkpoints: &[Noted],
-    trusted: &[VerifierKey],
-    rotations: &[Rotation],
-    roots: &BTreeMap<u64, Hash>,
-    size: u64,
-    findings: &mut Findings,
-) -> Judged {
-    let origin = origin.unwrap_or_default();
-    let mut judged = Judged {
-        ever_trusted: trusted
+impl Trust {
+    fn new(origin: &str, trusted: &[VerifierKey]) -> Self {
+        let ours: Vec<VerifierKey> = trusted
             .iter()
             .filter(|k| k.name == origin)
             .cloned()
-            .collect(),
-        ..Judged::default()
-    };
-
-    // File order: origin, then sizes never going back.
-    let mut ours = Vec::new();
-    let mut before: Option<u64> = None;
-    for (index, cp) in checkpoints.iter().enumerate() {
-        let claim = &cp.note.checkpoint;
-        if claim.origin != origin {
-            findings.add(
-                Code::CheckpointOriginMismatch,
-                Some(&cp.loc),
-                format!(
-                    "a checkpoint of log {:?} (size {}), not {origin:?}",
-                    claim.origin, claim.size
-                ),
-            );
-            continue;
+            .collect();
+        Trust {
+            origin: origin.to_string(),
+            ever_trusted: ours.clone(),
+            active: ours.clone(),
+            retired: Vec::new(),
+            every_key: ours,
+            rotations_known: 0,
+            rotations_applied: 0,
+            signed: None,
+            covered: 0,
+            keys: Vec::new(),
         }
-        if let Some(b) = before
-            && claim.size < b
-        {
-            findings.add(
-                Code::CheckpointRegressed,
-                Some(&cp.loc),
-                format!("size {} after size {b} on the line before", claim.size),
-            );
-        }
-        before = Some(claim.size);
-        ours.push(index);
     }
 
-    // Size order: rotations take effect at the first checkpoint that covers them.
-    ours.sort_by_key(|&i| (checkpoints[i].note.checkpoint.size, i));
-    let mut active: Vec<VerifierKey> = judged.ever_trusted.clone();
-    let mut retired: Vec<VerifierKey> = Vec::new();
-    let mut every_key: Vec<VerifierKey> = active.clone();
-    for r in rotations {
-        for k in [&r.old, &r.new] {
-            if k.name == origin && !every_key.contains(k) {
-                every_key.push(k.clone());
+    /// Judge one checkpoint of this log, of `size` records so far: `root` is the records' root
+    /// at its size, None when it claims more or the segments before it are archived.
+    fn judge(
+        &mut self,
+        cp: &Noted,
+        root: Option<&Hash>,
+        size: u64,
+        rotations: &[Rotation],
+        findings: &mut Findings,
+    ) {
+        let claim = &cp.note.checkpoint;
+        for r in &rotations[self.rotations_known..] {
+            for k in [&r.old, &r.new] {
+                if k.name == self.origin && !self.every_key.contains(k) {
+                    self.every_key.push(k.clone());
+                }
             }
         }
-    }
-    let mut pending = rotations.iter().peekable();
-    let mut seen: BTreeMap<u64, (Hash, u64)> = BTreeMap::new();
-    for &i in &ours {
-        let cp = &checkpoints[i];
-        let claim = &cp.note.checkpoint;
+        self.rotations_known = rotations.len();
         // Each known key's signature is checked once per checkpoint.
-        let valid: Vec<&VerifierKey> = cp.note.signed_by(&every_key);
-        while let Some(r) = pending.next_if(|r| r.seq < claim.size) {
-            let old_active = active.contains(&r.old);
-            let old_signed = valid.contains(&&r.old);
-            let new_signed = valid.contains(&&r.new);
-            if old_active && old_signed && new_signed {
-                active.retain(|k| k != &r.old);
-                retired.push(r.old.clone());
-                if !active.contains(&r.new) {
-                    active.push(r.new.clone());
-                }
-                if !judged.ever_trusted.contains(&r.new) {
-                    judged.ever_trusted.push(r.new.clone());
-                }
-            } else {
-                let mut why = Vec::new();
-                if !old_active {
-                    why.push(format!(
-                        "the old key {} is not a trusted key in force",
-                        key_label(&r.old)
-                    ));
-                }
-                if !old_signed {
-                    why.push("the old key did not sign it".to_string());
-                }
-                if !new_signed {
-                    why.push(format!("the new key {} did not sign it", key_label(&r.new)));
-                }
-                findings.add(
-                    Code::RotationUnsigned,
-                    Some(&r.loc),
-                    format!(
-                        "the first checkpoint covering this rotation ({}:{}, size {}) is not \
-                         co-signed: {}",
-                        cp.loc.file,
-                        cp.loc.line,
-                        claim.size,
-                        why.join("; ")
-                    ),
-                );
-                // The log says the old key is retired; the new one never earned trust.
-                if old_active {
-                    active.retain(|k| k != &r.old);
-                    retired.push(r.old.clone());
-                }
+        let valid: Vec<VerifierKey> = cp
+            .note
+            .signed_by(&self.every_key)
+            .into_iter()
+            .cloned()
+            .collect();
+        for r in &rotations[self.rotations_applied..] {
+            if r.seq >= claim.size {
+                break;
             }
+            self.rotations_applied += 1;
+            self.rotate(r, cp, &valid, findings);
         }
 
-        let signers: Vec<&VerifierKey> = active.iter().filter(|k| valid.contains(k)).collect();
+        let signers: Vec<&VerifierKey> =
+            self.active.iter().filter(|&k| valid.contains(k)).collect();
         let trusted_now = !signers.is_empty();
         for key in &signers {
             let label = key_label(key);
-            if !judged.keys.contains(&label) {
-                judged.keys.push(label);
+            if !self.keys.contains(&label) {
+                self.keys.push(label);
             }
         }
         if !trusted_now {
-            if let Some(key) = retired.iter().find(|k| valid.contains(k)) {
+            if let Some(key) = self.retired.iter().find(|k| valid.contains(k)) {
                 findings.add(
                     Code::CheckpointRetiredKey,
                     Some(&cp.loc),
@@ -1887,7 +2102,7 @@ fn judge_checkpoints(
                     claim.size
                 ),
             );
-        } else if let Some(root) = roots.get(&claim.size) {
+        } else if let Some(root) = root {
             if *root != claim.root {
                 findings.add(
                     Code::CheckpointRootMismatch,
@@ -1900,13 +2115,13 @@ fn judge_checkpoints(
                     ),
                 );
             } else if trusted_now {
-                judged.covered = judged.covered.max(claim.size);
+                self.covered = self.covered.max(claim.size);
             }
         }
 
         if !valid.is_empty() {
-            match seen.get(&claim.size) {
-                Some((root, line)) if *root != claim.root => findings.add(
+            match self.signed {
+                Some((at, root, line)) if at == claim.size && root != claim.root => findings.add(
                     Code::CheckpointFork,
                     Some(&cp.loc),
                     format!(
@@ -1914,14 +2129,59 @@ fn judge_checkpoints(
                         claim.size
                     ),
                 ),
-                Some(_) => {}
-                None => {
-                    seen.insert(claim.size, (claim.root, cp.loc.line));
-                }
+                Some((at, ..)) if at == claim.size => {}
+                _ => self.signed = Some((claim.size, claim.root, cp.loc.line)),
             }
         }
     }
-    judged
+
+    /// Apply a `key.rotated` record at the first checkpoint that covers it: the new key is
+    /// trusted only if that checkpoint is co-signed by the old key (in force) and the new one.
+    fn rotate(&mut self, r: &Rotation, cp: &Noted, valid: &[VerifierKey], findings: &mut Findings) {
+        let old_active = self.active.contains(&r.old);
+        let old_signed = valid.contains(&r.old);
+        let new_signed = valid.contains(&r.new);
+        if old_active && old_signed && new_signed {
+            self.active.retain(|k| k != &r.old);
+            self.retired.push(r.old.clone());
+            if !self.active.contains(&r.new) {
+                self.active.push(r.new.clone());
+            }
+            if !self.ever_trusted.contains(&r.new) {
+                self.ever_trusted.push(r.new.clone());
+            }
+            return;
+        }
+        let mut why = Vec::new();
+        if !old_active {
+            why.push(format!(
+                "the old key {} is not a trusted key in force",
+                key_label(&r.old)
+            ));
+        }
+        if !old_signed {
+            why.push("the old key did not sign it".to_string());
+        }
+        if !new_signed {
+            why.push(format!("the new key {} did not sign it", key_label(&r.new)));
+        }
+        findings.add(
+            Code::RotationUnsigned,
+            Some(&r.loc),
+            format!(
+                "the first checkpoint covering this rotation ({}:{}, size {}) is not co-signed: {}",
+                cp.loc.file,
+                cp.loc.line,
+                cp.note.checkpoint.size,
+                why.join("; ")
+            ),
+        );
+        // The log says the old key is retired; the new one never earned trust.
+        if old_active {
+            self.active.retain(|k| k != &r.old);
+            self.retired.push(r.old.clone());
+        }
+    }
 }
 
 fn judge_anchors(

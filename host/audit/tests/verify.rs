@@ -325,6 +325,24 @@ fn set_checkpoint_lines(dir: &Path, lines: &[Vec<u8>]) {
     std::fs::write(dir.join(segment::CHECKPOINTS), lines.concat()).expect("write checkpoints");
 }
 
+/// A checkpoint line signed by the fixture's key for `size` and `root`, whatever the records say.
+fn signed_checkpoint_line(fx: &Fixture, size: u64, root: Hash) -> Vec<u8> {
+    let note = Checkpoint {
+        origin: ORIGIN.into(),
+        size,
+        root,
+    }
+    .sign(&[&fx.key]);
+    let mut line = serde_json::to_vec(&CheckpointLine {
+        ts: record::format_ts(fx.ts),
+        segment: fx.segments.len() as u64,
+        note,
+    })
+    .expect("json");
+    line.push(b'\n');
+    line
+}
+
 fn checkpoint_size(line: &[u8]) -> u64 {
     let line: CheckpointLine = serde_json::from_slice(line).expect("a checkpoint line");
     SignedCheckpoint::parse(&line.note)
@@ -1166,19 +1184,7 @@ fn two_roots_signed_for_one_size_are_a_fork() {
         .iter()
         .position(|l| checkpoint_size(l) == 13)
         .expect("a checkpoint at 13");
-    let note = Checkpoint {
-        origin: ORIGIN.into(),
-        size: 13,
-        root: [7; 32],
-    }
-    .sign(&[&fx.key]);
-    let mut line = serde_json::to_vec(&CheckpointLine {
-        ts: record::format_ts(fx.ts),
-        segment: 2,
-        note,
-    })
-    .expect("json");
-    line.push(b'\n');
+    let line = signed_checkpoint_line(&fx, 13, [7; 32]);
     cps.insert(at + 1, line);
     set_checkpoint_lines(&dir, &cps);
     let report = run(fx.options());
@@ -1241,6 +1247,53 @@ fn reordered_checkpoints_regress() {
     assert_eq!(failure_codes(&report), vec![Code::CheckpointRegressed]);
 }
 
+/// The checkpoint file is read alongside the records, so a checkpoint below a size the records
+/// have passed is judged after them: each against the root at its own size.
+#[test]
+fn checkpoints_moved_back_in_the_file_are_judged_at_their_own_sizes() {
+    let fx = standard();
+    let dir = fx.write();
+    let mut cps = checkpoint_lines(&dir);
+    let sizes: Vec<u64> = cps.iter().map(|l| checkpoint_size(l)).collect();
+    assert_eq!(sizes, vec![5, 9, 13, 15, 19]);
+    // 13, 5, 9, 15, 19: 5 regresses after 13; 9 follows 5 in order, below 13 all the same.
+    let thirteen = cps.remove(2);
+    cps.insert(0, thirteen);
+    set_checkpoint_lines(&dir, &cps);
+    let report = run(fx.options());
+    assert_eq!(failure_codes(&report), vec![Code::CheckpointRegressed]);
+    let regressed: Vec<u64> = report
+        .findings
+        .iter()
+        .filter(|f| f.code == Code::CheckpointRegressed)
+        .filter_map(|f| f.line)
+        .collect();
+    assert_eq!(regressed, vec![2]);
+    assert_eq!(report.checkpoints, 5);
+    assert_eq!(report.covered, 19);
+}
+
+#[test]
+fn a_forged_root_below_the_last_checkpoint_mismatches() {
+    let fx = standard();
+    let dir = fx.write();
+    let mut cps = checkpoint_lines(&dir);
+    let line = signed_checkpoint_line(&fx, 9, [7; 32]);
+    cps.push(line);
+    set_checkpoint_lines(&dir, &cps);
+    let report = run(fx.options());
+    assert_eq!(
+        failure_codes(&report),
+        vec![Code::CheckpointRootMismatch, Code::CheckpointRegressed]
+    );
+    let mismatch = report
+        .findings
+        .iter()
+        .find(|f| f.code == Code::CheckpointRootMismatch)
+        .expect("a root mismatch");
+    assert_eq!(mismatch.line, Some(6));
+}
+
 #[test]
 fn a_dropped_checkpoint_file_is_no_checkpoint() {
     let fx = standard();
@@ -1266,19 +1319,7 @@ fn dropped_last_checkpoints_leave_an_unsigned_tail() {
 fn an_over_claiming_checkpoint_fails() {
     let fx = standard();
     let dir = fx.write();
-    let note = Checkpoint {
-        origin: ORIGIN.into(),
-        size: 25,
-        root: [9; 32],
-    }
-    .sign(&[&fx.key]);
-    let mut line = serde_json::to_vec(&CheckpointLine {
-        ts: record::format_ts(fx.ts),
-        segment: 3,
-        note,
-    })
-    .expect("json");
-    line.push(b'\n');
+    let line = signed_checkpoint_line(&fx, 25, [9; 32]);
     let mut cps = checkpoint_lines(&dir);
     cps.push(line);
     set_checkpoint_lines(&dir, &cps);
