@@ -7,14 +7,14 @@
 //! beside the log is never read.
 //!
 //! Memory does not grow with the log: the segments are streamed one line at a time, and the
-//! checkpoint file alongside them, each checkpoint judged when the records reach its size. Kept
-//! are the Merkle frontier, the next checkpoint, the roots at the sizes the anchors and the saved
-//! state claim, the `key.rotated` records, and the checkpoints out of the file's order (only in a
-//! damaged file).
+//! checkpoint and anchor files alongside them, each note judged when the records reach its
+//! size. Kept are the Merkle frontier, the next note of each file, the root at the saved state's
+//! size, the `key.rotated` records, and the notes out of their file's size order (in the
+//! checkpoint file only when it is damaged); an anchor file of plain notes is parsed whole.
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::fs::File;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read as _, Seek as _};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -735,19 +735,20 @@ pub fn verify(options: Options) -> Result<Report, VerifyError> {
     if trusted.is_empty() {
         return Err(VerifyError::NoTrustedKeys);
     }
-    let mut findings = Findings::default();
+    let findings = Findings::default();
     let mut report = Report {
         anchored: anchor.is_some(),
         ..Report::default()
     };
 
-    // The anchors and the saved state are small: they say at which sizes roots are kept.
-    // The checkpoint file is read alongside the segments (`CheckpointStream`).
-    let anchors = match &anchor {
-        Some(path) => read_anchors(path, &mut findings)?,
-        None => Vec::new(),
+    // The checkpoint file and the anchor file are read alongside the segments (`Claims`).
+    let checkpoints_path = dir.join(segment::CHECKPOINTS);
+    let claims = Claims {
+        checkpoints: NoteStream::checkpoints(&checkpoints_path)?,
+        anchors: anchor.as_deref().map(NoteStream::anchors).transpose()?,
+        trusted,
+        trust: None,
     };
-    report.anchors = anchors.len() as u64;
     let saved = match &state {
         Some(path) => read_state(path)?,
         None => None,
@@ -757,28 +758,17 @@ pub fn verify(options: Options) -> Result<Report, VerifyError> {
         (Some(_), None) => StateCheck::NoSavedState,
         (Some(_), Some(s)) => StateCheck::Checked { size: s.size },
     };
-    let mut wanted: BTreeSet<u64> = anchors.iter().map(|a| a.note.checkpoint.size).collect();
-    wanted.extend(saved.iter().map(|s| s.size));
+    let wanted: BTreeSet<u64> = saved.iter().map(|s| s.size).collect();
 
     // The origin: the first checkpoint a pinned key signed says it; else the first record.
-    let checkpoints_path = dir.join(segment::CHECKPOINTS);
-    let origin = signed_origin(&checkpoints_path, &trusted)?;
-    let checkpoints = CheckpointStream::open(&checkpoints_path)?;
+    let origin = signed_origin(&checkpoints_path, &claims.trusted)?;
 
     let segments = segment::list(&dir).map_err(io_error(&dir))?;
     let total: u64 = segments
         .iter()
         .map(|(_, p)| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
         .sum();
-    let mut scan = Scan::new(
-        origin,
-        heartbeat,
-        wanted,
-        findings,
-        progress,
-        total,
-        (checkpoints, trusted),
-    );
+    let mut scan = Scan::new(origin, heartbeat, wanted, findings, progress, total, claims);
     if segments.is_empty() {
         scan.findings.add(
             Code::SegmentMissing,
@@ -825,7 +815,7 @@ pub fn verify(options: Options) -> Result<Report, VerifyError> {
     }
     report.segments = segments.len() as u64;
     scan.finish_progress();
-    scan.finish_checkpoints(&segments)?;
+    scan.finish_claims(&segments)?;
 
     let Scan {
         origin,
@@ -838,8 +828,7 @@ pub fn verify(options: Options) -> Result<Report, VerifyError> {
         recoveries,
         epochs,
         last,
-        checkpoints,
-        trust,
+        claims,
         mut findings,
         ..
     } = scan;
@@ -854,8 +843,9 @@ pub fn verify(options: Options) -> Result<Report, VerifyError> {
     report.epochs = epochs;
     report.origin = origin.clone();
 
-    let trust = trust.expect("finish_checkpoints sets it");
-    report.checkpoints = checkpoints.parsed;
+    let trust = claims.trust.expect("Claims::finish sets it");
+    report.checkpoints = claims.checkpoints.parsed;
+    report.anchors = claims.anchors.as_ref().map_or(0, |a| a.parsed);
     report.covered = trust.covered;
     report.keys = trust.keys;
 
@@ -880,15 +870,6 @@ pub fn verify(options: Options) -> Result<Report, VerifyError> {
             ),
         );
     }
-
-    judge_anchors(
-        origin.as_deref(),
-        &anchors,
-        &trust.ever_trusted,
-        &roots,
-        size,
-        &mut findings,
-    );
 
     if let (Some(saved), Some(path)) = (&saved, &state) {
         judge_state(origin.as_deref(), saved, path, &roots, size, &mut findings);
@@ -931,28 +912,6 @@ pub fn verify(options: Options) -> Result<Report, VerifyError> {
     Ok(report)
 }
 
-/// Split raw bytes into (line number, offset, line without `\n`, terminated).
-fn split_lines(bytes: &[u8]) -> Vec<(u64, u64, &[u8], bool)> {
-    let mut out = Vec::new();
-    let mut offset = 0usize;
-    let mut number = 0u64;
-    while offset < bytes.len() {
-        number += 1;
-        let rest = &bytes[offset..];
-        match rest.iter().position(|&b| b == b'\n') {
-            Some(end) => {
-                out.push((number, offset as u64, &rest[..end], true));
-                offset += end + 1;
-            }
-            None => {
-                out.push((number, offset as u64, rest, false));
-                offset = bytes.len();
-            }
-        }
-    }
-    out
-}
-
 /// One parsed checkpoint (from the checkpoint file or the anchor).
 #[derive(Debug, Clone)]
 struct Noted {
@@ -960,105 +919,170 @@ struct Noted {
     note: SignedCheckpoint,
 }
 
-/// One line of the checkpoint file.
-enum CheckpointRead {
+/// One entry of a note file.
+enum NoteRead {
     Noted(Noted),
     /// Not a checkpoint line, or not a valid note.
     Unparsable(Loc, String),
-    /// The last line, without its `\n`: a write torn by a crash.
+    /// The checkpoint file's last line, without its `\n`: a write torn by a crash.
     Torn(Loc, u64),
 }
 
-/// The checkpoint file, read alongside the segments: a checkpoint is judged when the records
-/// reach its size, so only the next one is held in memory, however long the file. The file's
-/// own order is by size (the writer appends as the log grows); a checkpoint below one before
-/// it (`CheckpointRegressed`) is kept aside and judged after the scan, its root found by a
-/// second pass over the leaves.
-struct CheckpointStream {
-    path: PathBuf,
-    /// None once the file is read to its end (or it does not exist).
-    reader: Option<BufReader<File>>,
-    buf: Vec<u8>,
-    line: u64,
-    offset: u64,
-    /// The next checkpoint of this log, in file order, not judged yet.
+/// Which file a [`NoteStream`] reads: the findings differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Notes {
+    /// The log's `checkpoints.jsonl`.
+    Checkpoints,
+    /// The auditor's anchor file.
+    Anchors,
+}
+
+/// Where a [`NoteStream`]'s entries come from.
+enum Source {
+    /// One `{"ts","segment","note"}` object per line, read one line at a time.
+    Lines {
+        reader: BufReader<File>,
+        path: PathBuf,
+        buf: Vec<u8>,
+        line: u64,
+        offset: u64,
+    },
+    /// Plain signed notes (an anchor file): parsed whole, as a witness's notes are few.
+    Plain(std::vec::IntoIter<NoteRead>),
+    /// Read to its end, or no file.
+    Done,
+}
+
+/// A note file read alongside the segments: a note is judged when the records reach its size,
+/// so only the next one is held in memory, however long the file. The checkpoint file is in
+/// size order (the writer appends as the log grows), and so is an anchor file that copies it; a
+/// note below one before it is put aside (`late`) and judged after the scan, its root found by
+/// a second pass over the leaves.
+struct NoteStream {
+    notes: Notes,
+    source: Source,
+    /// The next note of this log, in file order, not judged yet.
     next: Option<Noted>,
-    /// The size of the last checkpoint of this log read: the file's order.
+    /// The size of the last note of this log read: the file's order.
     before: Option<u64>,
-    /// Checkpoints below one before them in the file.
+    /// Notes below one before them in the file.
     late: Vec<Noted>,
-    /// Checkpoints parsed (of any log).
+    /// Notes parsed (of any log).
     parsed: u64,
     /// A read error, returned after the scan.
     error: Option<VerifyError>,
 }
 
-impl CheckpointStream {
-    /// A missing file has no checkpoint.
-    fn open(path: &Path) -> Result<Self, VerifyError> {
-        let reader = match File::open(path) {
-            Ok(handle) => Some(BufReader::new(handle)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+impl NoteStream {
+    /// The log's checkpoint file; a missing one has no checkpoint.
+    fn checkpoints(path: &Path) -> Result<Self, VerifyError> {
+        let source = match File::open(path) {
+            Ok(handle) => Source::lines(handle, path),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Source::Done,
             Err(e) => return Err(io_error(path)(e)),
         };
-        Ok(CheckpointStream {
-            path: path.to_path_buf(),
-            reader,
-            buf: Vec::new(),
-            line: 0,
-            offset: 0,
+        Ok(Self::new(Notes::Checkpoints, source))
+    }
+
+    /// An anchor file: `checkpoints.jsonl` lines, or plain notes separated by blank lines
+    /// (chosen by its first byte that is not white space).
+    fn anchors(path: &Path) -> Result<Self, VerifyError> {
+        let mut handle = File::open(path).map_err(io_error(path))?;
+        let mut chunk = [0u8; 4096];
+        let first = loop {
+            let n = handle.read(&mut chunk).map_err(io_error(path))?;
+            if n == 0 {
+                break None;
+            }
+            if let Some(&b) = chunk[..n].iter().find(|b| !b.is_ascii_whitespace()) {
+                break Some(b);
+            }
+        };
+        handle.rewind().map_err(io_error(path))?;
+        let source = match first {
+            None => Source::Done,
+            Some(b'{') => Source::lines(handle, path),
+            Some(_) => Source::Plain(plain_anchor(path)?.into_iter()),
+        };
+        Ok(Self::new(Notes::Anchors, source))
+    }
+
+    fn new(notes: Notes, source: Source) -> Self {
+        NoteStream {
+            notes,
+            source,
             next: None,
             before: None,
             late: Vec::new(),
             parsed: 0,
             error: None,
-        })
-    }
-
-    /// The next line, parsed; None at the end of the file.
-    fn read(&mut self) -> Result<Option<CheckpointRead>, VerifyError> {
-        let Some(reader) = self.reader.as_mut() else {
-            return Ok(None);
-        };
-        self.buf.clear();
-        let n = match reader.read_until(b'\n', &mut self.buf) {
-            Ok(n) => n as u64,
-            Err(e) => {
-                self.reader = None;
-                return Err(io_error(&self.path)(e));
-            }
-        };
-        if n == 0 {
-            self.reader = None;
-            return Ok(None);
         }
-        self.line += 1;
-        let loc = Loc {
-            file: segment::CHECKPOINTS.to_string(),
-            line: self.line,
-            offset: self.offset,
-            seq: None,
-        };
-        self.offset += n;
-        let Some((b'\n', text)) = self.buf.split_last() else {
-            return Ok(Some(CheckpointRead::Torn(loc, n)));
-        };
-        let parsed = serde_json::from_slice::<CheckpointLine>(text)
-            .map_err(|e| format!("not a checkpoint line: {e}"))
-            .and_then(|l| SignedCheckpoint::parse(&l.note).map_err(|e| e.to_string()));
-        Ok(Some(match parsed {
-            Ok(note) => {
-                self.parsed += 1;
-                CheckpointRead::Noted(Noted { loc, note })
-            }
-            Err(e) => CheckpointRead::Unparsable(loc, e),
-        }))
     }
 
-    /// The next checkpoint of log `origin` in file order, reporting the lines that are not one
-    /// and putting aside those that regress. An unterminated last line is a torn write (a
-    /// warning, ignored).
+    /// The next entry; None at the end of the file.
+    fn read(&mut self) -> Result<Option<NoteRead>, VerifyError> {
+        let read = match &mut self.source {
+            Source::Done => None,
+            Source::Plain(notes) => notes.next(),
+            Source::Lines {
+                reader,
+                path,
+                buf,
+                line,
+                offset,
+            } => loop {
+                buf.clear();
+                let n = match reader.read_until(b'\n', buf) {
+                    Ok(n) => n as u64,
+                    Err(e) => {
+                        let e = io_error(path)(e);
+                        self.source = Source::Done;
+                        return Err(e);
+                    }
+                };
+                if n == 0 {
+                    break None;
+                }
+                *line += 1;
+                let loc = Loc {
+                    file: match self.notes {
+                        Notes::Checkpoints => segment::CHECKPOINTS.to_string(),
+                        Notes::Anchors => path.display().to_string(),
+                    },
+                    line: *line,
+                    offset: *offset,
+                    seq: None,
+                };
+                *offset += n;
+                let text = match buf.split_last() {
+                    Some((b'\n', text)) => text,
+                    _ if self.notes == Notes::Checkpoints => break Some(NoteRead::Torn(loc, n)),
+                    _ => &buf[..],
+                };
+                if self.notes == Notes::Anchors && text.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                let parsed = serde_json::from_slice::<CheckpointLine>(text)
+                    .map_err(|e| format!("not a checkpoint line: {e}"))
+                    .and_then(|l| SignedCheckpoint::parse(&l.note).map_err(|e| e.to_string()));
+                break Some(match parsed {
+                    Ok(note) => NoteRead::Noted(Noted { loc, note }),
+                    Err(e) => NoteRead::Unparsable(loc, e),
+                });
+            },
+        };
+        match &read {
+            None => self.source = Source::Done,
+            Some(NoteRead::Noted(_)) => self.parsed += 1,
+            Some(_) => {}
+        }
+        Ok(read)
+    }
+
+    /// The next note of log `origin` in file order, reporting the entries that are not one and
+    /// putting aside those below the one before.
     fn read_ours(&mut self, origin: &str, findings: &mut Findings) -> Option<Noted> {
+        let checkpoints = self.notes == Notes::Checkpoints;
         loop {
             let read = match self.read() {
                 Ok(Some(read)) => read,
@@ -1068,13 +1092,18 @@ impl CheckpointStream {
                     return None;
                 }
             };
-            let cp = match read {
-                CheckpointRead::Noted(cp) => cp,
-                CheckpointRead::Unparsable(loc, e) => {
-                    findings.add(Code::CheckpointUnparsable, Some(&loc), e);
+            let noted = match read {
+                NoteRead::Noted(noted) => noted,
+                NoteRead::Unparsable(loc, e) => {
+                    let code = if checkpoints {
+                        Code::CheckpointUnparsable
+                    } else {
+                        Code::AnchorUnparsable
+                    };
+                    findings.add(code, Some(&loc), e);
                     continue;
                 }
-                CheckpointRead::Torn(loc, n) => {
+                NoteRead::Torn(loc, n) => {
                     findings.add(
                         Code::TailTorn,
                         Some(&loc),
@@ -1085,38 +1114,45 @@ impl CheckpointStream {
                     continue;
                 }
             };
-            let claim = &cp.note.checkpoint;
+            let claim = &noted.note.checkpoint;
             if claim.origin != origin {
-                findings.add(
-                    Code::CheckpointOriginMismatch,
-                    Some(&cp.loc),
-                    format!(
-                        "a checkpoint of log {:?} (size {}), not {origin:?}",
-                        claim.origin, claim.size
-                    ),
-                );
+                if checkpoints {
+                    findings.add(
+                        Code::CheckpointOriginMismatch,
+                        Some(&noted.loc),
+                        format!(
+                            "a checkpoint of log {:?} (size {}), not {origin:?}",
+                            claim.origin, claim.size
+                        ),
+                    );
+                } else {
+                    findings.add(
+                        Code::AnchorMismatch,
+                        Some(&noted.loc),
+                        format!("an anchor of log {:?}, not {origin:?}", claim.origin),
+                    );
+                }
                 continue;
             }
-            match self.before {
+            let before = self.before.replace(claim.size);
+            match before {
                 Some(b) if claim.size < b => {
-                    findings.add(
-                        Code::CheckpointRegressed,
-                        Some(&cp.loc),
-                        format!("size {} after size {b} on the line before", claim.size),
-                    );
-                    self.before = Some(claim.size);
-                    self.late.push(cp);
+                    if checkpoints {
+                        findings.add(
+                            Code::CheckpointRegressed,
+                            Some(&noted.loc),
+                            format!("size {} after size {b} on the line before", claim.size),
+                        );
+                    }
+                    self.late.push(noted);
                 }
-                _ => {
-                    self.before = Some(claim.size);
-                    return Some(cp);
-                }
+                _ => return Some(noted),
             }
         }
     }
 
-    /// The next checkpoint if it claims `size`, or any size from `size` on when `to_end`.
-    /// Those below `size` (they follow one that regressed) are put aside.
+    /// The next note if it claims `size`, or any size from `size` on when `to_end`. Those
+    /// below `size` (they follow one out of order) are put aside.
     fn take(
         &mut self,
         size: u64,
@@ -1140,11 +1176,54 @@ impl CheckpointStream {
     }
 }
 
+impl Source {
+    fn lines(handle: File, path: &Path) -> Self {
+        Source::Lines {
+            reader: BufReader::new(handle),
+            path: path.to_path_buf(),
+            buf: Vec::new(),
+            line: 0,
+            offset: 0,
+        }
+    }
+}
+
+/// An anchor file of plain notes, parsed.
+fn plain_anchor(path: &Path) -> Result<Vec<NoteRead>, VerifyError> {
+    let bytes = std::fs::read(path).map_err(io_error(path))?;
+    let file = path.display().to_string();
+    let text = match std::str::from_utf8(&bytes) {
+        Ok(text) => text,
+        Err(e) => {
+            let loc = Loc {
+                file,
+                ..Loc::default()
+            };
+            return Ok(vec![NoteRead::Unparsable(loc, format!("not UTF-8: {e}"))]);
+        }
+    };
+    Ok(plain_notes(text)
+        .into_iter()
+        .map(|(line, offset, note)| {
+            let loc = Loc {
+                file: file.clone(),
+                line,
+                offset,
+                seq: None,
+            };
+            match SignedCheckpoint::parse(&note) {
+                Ok(note) => NoteRead::Noted(Noted { loc, note }),
+                Err(e) => NoteRead::Unparsable(loc, e.to_string()),
+            }
+        })
+        .collect())
+}
+
 /// The origin the first checkpoint signed by a pinned key of its own name says.
 fn signed_origin(path: &Path, trusted: &[VerifierKey]) -> Result<Option<String>, VerifyError> {
-    let mut stream = CheckpointStream::open(path)?;
+    let mut stream = NoteStream::checkpoints(path)?;
     while let Some(read) = stream.read()? {
-        if let CheckpointRead::Noted(cp) = read {
+        if let NoteRead::Noted(cp) = read {
             let origin = &cp.note.checkpoint.origin;
             if cp
                 .note
@@ -1189,63 +1268,6 @@ fn roots_at(
         }
     }
     Ok(roots)
-}
-
-/// The anchor file: `checkpoints.jsonl` lines, or plain notes separated by blank lines.
-fn read_anchors(path: &Path, findings: &mut Findings) -> Result<Vec<Noted>, VerifyError> {
-    let bytes = std::fs::read(path).map_err(io_error(path))?;
-    let file = path.display().to_string();
-    let mut out = Vec::new();
-    let jsonl = bytes
-        .iter()
-        .find(|b| !b.is_ascii_whitespace())
-        .is_some_and(|&b| b == b'{');
-    let mut push = |loc: Loc, parsed: Result<SignedCheckpoint, String>| match parsed {
-        Ok(note) => out.push(Noted { loc, note }),
-        Err(e) => findings.add(Code::AnchorUnparsable, Some(&loc), e),
-    };
-    if jsonl {
-        for (line, offset, text, _) in split_lines(&bytes) {
-            if text.iter().all(u8::is_ascii_whitespace) {
-                continue;
-            }
-            let loc = Loc {
-                file: file.clone(),
-                line,
-                offset,
-                seq: None,
-            };
-            let parsed = serde_json::from_slice::<CheckpointLine>(text)
-                .map_err(|e| format!("not a checkpoint line: {e}"))
-                .and_then(|l| SignedCheckpoint::parse(&l.note).map_err(|e| e.to_string()));
-            push(loc, parsed);
-        }
-    } else {
-        let text = match std::str::from_utf8(&bytes) {
-            Ok(text) => text,
-            Err(e) => {
-                let loc = Loc {
-                    file,
-                    ..Loc::default()
-                };
-                push(loc, Err(format!("not UTF-8: {e}")));
-                return Ok(out);
-            }
-        };
-        for (line, offset, note) in plain_notes(text) {
-            let loc = Loc {
-                file: file.clone(),
-                line,
-                offset,
-                seq: None,
-            };
-            push(
-                loc,
-                SignedCheckpoint::parse(&note).map_err(|e| e.to_string()),
-            );
-        }
-    }
-    Ok(out)
 }
 
 /// Plain signed notes one after another: text lines, a blank line, signature lines (`— …`);
@@ -1378,12 +1400,8 @@ struct Scan {
     /// The sizes the anchors and the saved state claim, and the roots at them.
     wanted: BTreeSet<u64>,
     roots: BTreeMap<u64, Hash>,
-    /// The checkpoint file, judged as the records reach each checkpoint's size.
-    checkpoints: CheckpointStream,
-    /// The pinned keys.
-    trusted: Vec<VerifierKey>,
-    /// Set at the first checkpoint judged (the origin is known by then).
-    trust: Option<Trust>,
+    /// The checkpoints and anchors, judged as the records reach their sizes.
+    claims: Claims,
     /// The frontier the scan started from, when the first segment here is not the log's first
     /// (the older ones archived): no root before it can be checked.
     base: Option<Frontier>,
@@ -1412,7 +1430,7 @@ impl Scan {
         findings: Findings,
         progress: Option<Box<dyn FnMut(u64, u64)>>,
         bytes_total: u64,
-        (checkpoints, trusted): (CheckpointStream, Vec<VerifierKey>),
+        claims: Claims,
     ) -> Self {
         let mut roots = BTreeMap::new();
         let frontier = Frontier::new();
@@ -1424,9 +1442,7 @@ impl Scan {
             heartbeat,
             wanted,
             roots,
-            checkpoints,
-            trusted,
-            trust: None,
+            claims,
             base: None,
             frontier,
             prev_leaf: None,
@@ -1557,60 +1573,28 @@ impl Scan {
         self.reach();
     }
 
-    /// Judge the checkpoints that claim the size the records have reached. Until a record says
-    /// the origin, none is read: those passed meanwhile are judged after the scan.
+    /// Judge the checkpoints and anchors that claim the size the records have reached. Until
+    /// a record says the origin, none is read: those passed meanwhile are judged after the scan.
     fn reach(&mut self) {
-        let Some(origin) = self.origin.as_deref() else {
-            return;
-        };
-        let size = self.frontier.size();
-        while let Some(cp) = self
-            .checkpoints
-            .take(size, false, origin, &mut self.findings)
-        {
-            let trust = self
-                .trust
-                .get_or_insert_with(|| Trust::new(origin, &self.trusted));
-            let root = self.frontier.root();
-            trust.judge(&cp, Some(&root), size, &self.rotations, &mut self.findings);
+        if let Some(origin) = self.origin.as_deref() {
+            let at = (self.frontier.size(), &self.frontier);
+            self.claims
+                .reach(origin, at, &self.rotations, &mut self.findings);
         }
     }
 
-    /// After the last record: the checkpoints that claim more records than the log holds,
-    /// then those put aside, with their roots from a second pass over the leaves.
-    fn finish_checkpoints(&mut self, segments: &[(u64, PathBuf)]) -> Result<(), VerifyError> {
+    /// After the last record: the claims beyond it, and those put aside.
+    fn finish_claims(&mut self, segments: &[(u64, PathBuf)]) -> Result<(), VerifyError> {
         if self.frontier.size() == 0 {
             self.reach();
         }
-        let size = self.frontier.size();
-        let origin = self.origin.as_deref().unwrap_or_default();
-        let trust = self
-            .trust
-            .get_or_insert_with(|| Trust::new(origin, &self.trusted));
-        while let Some(cp) = self
-            .checkpoints
-            .take(size + 1, true, origin, &mut self.findings)
-        {
-            trust.judge(&cp, None, size, &self.rotations, &mut self.findings);
-        }
-        if let Some(e) = self.checkpoints.error.take() {
-            return Err(e);
-        }
-        let late = std::mem::take(&mut self.checkpoints.late);
-        if late.is_empty() {
-            return Ok(());
-        }
-        let sizes: BTreeSet<u64> = late
-            .iter()
-            .map(|cp| cp.note.checkpoint.size)
-            .filter(|&s| s <= size)
-            .collect();
-        let roots = roots_at(segments, &sizes, self.base.clone())?;
-        for cp in &late {
-            let root = roots.get(&cp.note.checkpoint.size);
-            trust.judge(cp, root, size, &self.rotations, &mut self.findings);
-        }
-        Ok(())
+        self.claims.finish(
+            self.origin.as_deref().unwrap_or_default(),
+            self.frontier.size(),
+            (segments, self.base.clone()),
+            &self.rotations,
+            &mut self.findings,
+        )
     }
 
     /// One terminated line (without its `\n`): always a leaf, whatever it holds.
@@ -1975,6 +1959,94 @@ fn non_canonical(line: &[u8]) -> Option<&'static str> {
     None
 }
 
+/// The signed claims about the log, judged as the records reach their sizes: the checkpoint
+/// file's (trust, rotation, forks, coverage) and the anchor file's.
+struct Claims {
+    checkpoints: NoteStream,
+    anchors: Option<NoteStream>,
+    /// The pinned keys.
+    trusted: Vec<VerifierKey>,
+    /// Set at the first size judged (the origin is known by then).
+    trust: Option<Trust>,
+}
+
+impl Claims {
+    /// Judge the notes that claim `size`, whose root `frontier` has.
+    fn reach(
+        &mut self,
+        origin: &str,
+        (size, frontier): (u64, &Frontier),
+        rotations: &[Rotation],
+        findings: &mut Findings,
+    ) {
+        let trust = self
+            .trust
+            .get_or_insert_with(|| Trust::new(origin, &self.trusted));
+        let mut root = None;
+        while let Some(cp) = self.checkpoints.take(size, false, origin, findings) {
+            let root = root.get_or_insert_with(|| frontier.root());
+            trust.judge(&cp, Some(root), size, rotations, findings);
+        }
+        if let Some(anchors) = self.anchors.as_mut() {
+            while let Some(anchor) = anchors.take(size, false, origin, findings) {
+                let root = root.get_or_insert_with(|| frontier.root());
+                judge_anchor(&anchor, Some(root), size, &trust.ever_trusted, findings);
+            }
+        }
+    }
+
+    /// After the last record (`size` of them): the notes that claim more, then those put
+    /// aside, with their roots from a second pass over the leaves of `segments` from `base`.
+    fn finish(
+        &mut self,
+        origin: &str,
+        size: u64,
+        (segments, base): (&[(u64, PathBuf)], Option<Frontier>),
+        rotations: &[Rotation],
+        findings: &mut Findings,
+    ) -> Result<(), VerifyError> {
+        let trust = self
+            .trust
+            .get_or_insert_with(|| Trust::new(origin, &self.trusted));
+        while let Some(cp) = self.checkpoints.take(size + 1, true, origin, findings) {
+            trust.judge(&cp, None, size, rotations, findings);
+        }
+        let mut late_anchors = Vec::new();
+        if let Some(anchors) = self.anchors.as_mut() {
+            while let Some(anchor) = anchors.take(size + 1, true, origin, findings) {
+                judge_anchor(&anchor, None, size, &trust.ever_trusted, findings);
+            }
+            if let Some(e) = anchors.error.take() {
+                return Err(e);
+            }
+            late_anchors = std::mem::take(&mut anchors.late);
+        }
+        if let Some(e) = self.checkpoints.error.take() {
+            return Err(e);
+        }
+        let late_checkpoints = std::mem::take(&mut self.checkpoints.late);
+        if late_checkpoints.is_empty() && late_anchors.is_empty() {
+            return Ok(());
+        }
+        let sizes: BTreeSet<u64> = late_checkpoints
+            .iter()
+            .chain(&late_anchors)
+            .map(|noted| noted.note.checkpoint.size)
+            .filter(|&s| s <= size)
+            .collect();
+        let roots = roots_at(segments, &sizes, base)?;
+        for cp in &late_checkpoints {
+            let root = roots.get(&cp.note.checkpoint.size);
+            trust.judge(cp, root, size, rotations, findings);
+        }
+        for anchor in &late_anchors {
+            let root = roots.get(&anchor.note.checkpoint.size);
+            judge_anchor(anchor, root, size, &trust.ever_trusted, findings);
+        }
+        Ok(())
+    }
+}
+
 /// What the checkpoints judged so far established: the keys in force, how far the log is
 /// covered, and the root last signed at a size (for forks). Checkpoints are judged in size
 /// order, so a `key.rotated` record takes effect at the first checkpoint that covers it.
@@ -2184,53 +2256,43 @@ impl Trust {
     }
 }
 
-fn judge_anchors(
-    origin: Option<&str>,
-    anchors: &[Noted],
-    keys: &[VerifierKey],
-    roots: &BTreeMap<u64, Hash>,
+/// Judge one anchor of this log: `root` is the records' root at its size, None when it claims
+/// more (`size` records) or the segments before it are archived.
+fn judge_anchor(
+    anchor: &Noted,
+    root: Option<&Hash>,
     size: u64,
+    keys: &[VerifierKey],
     findings: &mut Findings,
 ) {
-    let origin = origin.unwrap_or_default();
-    for anchor in anchors {
-        let claim = &anchor.note.checkpoint;
-        if claim.origin != origin {
-            findings.add(
-                Code::AnchorMismatch,
-                Some(&anchor.loc),
-                format!("an anchor of log {:?}, not {origin:?}", claim.origin),
-            );
-            continue;
-        }
-        if anchor.note.signed_by(keys).is_empty() {
-            findings.add(
-                Code::AnchorUntrusted,
-                Some(&anchor.loc),
-                format!("size {}: no valid signature by a trusted key", claim.size),
-            );
-        }
-        if claim.size > size {
-            findings.add(
-                Code::AnchorAhead,
-                Some(&anchor.loc),
-                format!(
-                    "the anchor covers {} records; the log holds {size}: truncated or rolled back",
-                    claim.size
-                ),
-            );
-        } else if let Some(root) = roots.get(&claim.size)
-            && *root != claim.root
-        {
-            findings.add(
-                Code::AnchorMismatch,
-                Some(&anchor.loc),
-                format!(
-                    "the anchor's root at size {} is not the log's: rewritten or forked",
-                    claim.size
-                ),
-            );
-        }
+    let claim = &anchor.note.checkpoint;
+    if anchor.note.signed_by(keys).is_empty() {
+        findings.add(
+            Code::AnchorUntrusted,
+            Some(&anchor.loc),
+            format!("size {}: no valid signature by a trusted key", claim.size),
+        );
+    }
+    if claim.size > size {
+        findings.add(
+            Code::AnchorAhead,
+            Some(&anchor.loc),
+            format!(
+                "the anchor covers {} records; the log holds {size}: truncated or rolled back",
+                claim.size
+            ),
+        );
+    } else if let Some(root) = root
+        && *root != claim.root
+    {
+        findings.add(
+            Code::AnchorMismatch,
+            Some(&anchor.loc),
+            format!(
+                "the anchor's root at size {} is not the log's: rewritten or forked",
+                claim.size
+            ),
+        );
     }
 }
 

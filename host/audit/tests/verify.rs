@@ -343,6 +343,23 @@ fn signed_checkpoint_line(fx: &Fixture, size: u64, root: Hash) -> Vec<u8> {
     line
 }
 
+/// Record 3 edited, then every later `prev`, frontier and checkpoint recomputed with the real
+/// key: what a compromised writer could do. Only something held elsewhere tells.
+fn rewrite_from_seq_3(fx: &Fixture, dir: &Path) {
+    let mut seg = lines(dir, 1);
+    edit_one_byte(&mut seg[3]);
+    set_lines(dir, 1, &seg);
+    rechain(dir, false, true);
+    resign(dir, &fx.key);
+}
+
+/// The fixture's options with `anchor`.
+fn anchored(fx: &Fixture, anchor: &Path) -> Options {
+    let mut options = fx.options();
+    options.anchor = Some(anchor.to_path_buf());
+    options
+}
+
 fn checkpoint_size(line: &[u8]) -> u64 {
     let line: CheckpointLine = serde_json::from_slice(line).expect("a checkpoint line");
     SignedCheckpoint::parse(&line.note)
@@ -778,16 +795,12 @@ fn a_truncated_tail_is_anchor_ahead_against_an_anchor() {
     let elsewhere = tempfile::tempdir().expect("tempdir");
     let anchor = elsewhere.path().join("anchor.jsonl");
     std::fs::copy(dir.join(segment::CHECKPOINTS), &anchor).expect("copy");
-    let mut options = fx.options();
-    options.anchor = Some(anchor.clone());
-    let report = run(options);
+    let report = run(anchored(&fx, &anchor));
     assert_clean(&report);
     assert_eq!(report.anchors, 5);
 
     truncate(&dir, 17, true);
-    let mut options = fx.options();
-    options.anchor = Some(anchor);
-    let report = run(options);
+    let report = run(anchored(&fx, &anchor));
     assert_fails_with(&report, Code::AnchorAhead);
 }
 
@@ -806,23 +819,80 @@ fn an_anchor_of_plain_notes_is_read_and_a_rewritten_log_mismatches_it() {
     let elsewhere = tempfile::tempdir().expect("tempdir");
     let anchor = elsewhere.path().join("anchor.txt");
     std::fs::write(&anchor, notes.join("\n")).expect("write");
-    let mut options = fx.options();
-    options.anchor = Some(anchor.clone());
-    let report = run(options);
+    let report = run(anchored(&fx, &anchor));
     assert_clean(&report);
     assert_eq!(report.anchors, 5);
 
     // Rewritten with the real key (a compromised writer): only the anchor held elsewhere tells.
-    let mut seg = lines(&dir, 1);
-    edit_one_byte(&mut seg[3]);
-    set_lines(&dir, 1, &seg);
-    rechain(&dir, false, true);
-    resign(&dir, &fx.key);
+    rewrite_from_seq_3(&fx, &dir);
     assert_clean(&run(fx.options()));
-    let mut options = fx.options();
-    options.anchor = Some(anchor);
-    let report = run(options);
+    let report = run(anchored(&fx, &anchor));
     assert_fails_with(&report, Code::AnchorMismatch);
+}
+
+/// The anchor file is read alongside the records like the checkpoint file: one in another order
+/// is judged note by note all the same, each against the root at its own size.
+#[test]
+fn an_anchor_file_in_any_order_is_judged_at_each_notes_size() {
+    let fx = standard();
+    let dir = fx.write();
+    let mut cps = checkpoint_lines(&dir);
+    cps.reverse();
+    cps.insert(2, b"  \n".to_vec());
+    let mut text = cps.concat();
+    text.pop();
+    let elsewhere = tempfile::tempdir().expect("tempdir");
+    let anchor = elsewhere.path().join("anchor.jsonl");
+    std::fs::write(&anchor, text).expect("write");
+    let report = run(anchored(&fx, &anchor));
+    assert_clean(&report);
+    assert_eq!(report.anchors, 5);
+
+    // Every anchor from size 4 on mismatches.
+    rewrite_from_seq_3(&fx, &dir);
+    let report = run(anchored(&fx, &anchor));
+    assert_eq!(failure_codes(&report), vec![Code::AnchorMismatch]);
+    let mismatched: Vec<Option<u64>> = report
+        .findings
+        .iter()
+        .filter(|f| f.code == Code::AnchorMismatch)
+        .map(|f| f.line)
+        .collect();
+    assert_eq!(
+        mismatched,
+        vec![Some(1), Some(2), Some(4), Some(5), Some(6)]
+    );
+}
+
+#[test]
+fn an_unparsable_or_untrusted_anchor_fails() {
+    let fx = standard();
+    let dir = fx.write();
+    let cps = checkpoint_lines(&dir);
+    let stranger = SigningKey::generate(ORIGIN).expect("a key");
+    let claim = {
+        let line: CheckpointLine = serde_json::from_slice(&cps[1]).expect("a line");
+        SignedCheckpoint::parse(&line.note)
+            .expect("a note")
+            .checkpoint
+    };
+    let mut forged = serde_json::to_vec(&CheckpointLine {
+        ts: record::format_ts(fx.ts),
+        segment: 1,
+        note: claim.sign(&[&stranger]),
+    })
+    .expect("json");
+    forged.push(b'\n');
+    let text = [cps[0].clone(), b"not json\n".to_vec(), forged].concat();
+    let elsewhere = tempfile::tempdir().expect("tempdir");
+    let anchor = elsewhere.path().join("anchor.jsonl");
+    std::fs::write(&anchor, text).expect("write");
+    let report = run(anchored(&fx, &anchor));
+    assert_eq!(
+        failure_codes(&report),
+        vec![Code::AnchorUnparsable, Code::AnchorUntrusted]
+    );
+    assert_eq!(report.anchors, 2);
 }
 
 #[test]
