@@ -655,8 +655,8 @@ impl AuditLog {
         self.append_fields_blocking(kind.to_string(), fields, wait)
     }
 
-    /// Queue a record without waiting for it (completion records: the response has left). A
-    /// failure to write it is logged by the writer.
+    /// Queue a record without waiting for it (completion records: the response has left),
+    /// unless the queue is full: then it waits until the writer thread has written it.
     pub async fn submit(&self, kind: &str, fields: Map<String, Value>) -> Result<(), AuditError> {
         let fields = Fields::from_map(&fields);
         self.submit_fields(kind.to_string(), fields).await
@@ -714,7 +714,9 @@ impl AuditLog {
         answer.wait()
     }
 
-    /// `submit` with fields serialised by the caller.
+    /// `submit` with fields serialised by the caller. A record the queue refuses (it is full)
+    /// goes to the writer thread, and this waits until it is written: what the caller does
+    /// next is recorded after it.
     pub async fn submit_fields(
         &self,
         kind: impl Into<Cow<'static, str>>,
@@ -723,10 +725,17 @@ impl AuditLog {
         let Err(refused) = self.queue(kind.into(), fields, None) else {
             return Ok(());
         };
+        let (reply, answer) = Answer::pair();
+        let command = Refused {
+            reply: Some(reply),
+            ..refused
+        }
+        .into_command();
         self.tx
-            .send_async(refused.into_command())
+            .send_async(command)
             .await
-            .map_err(|_| AuditError::Closed)
+            .map_err(|_| AuditError::Closed)?;
+        answer.await.map(|_| ())
     }
 
     /// `submit_fields` without awaiting, for callers that cannot (a response body as it ends):
@@ -1333,8 +1342,12 @@ impl Writer {
         }
         let due = oldest(self.unsynced_since, queued_since)
             .is_some_and(|t| t.elapsed() >= self.batched_interval());
-        let asks = self.stage_batch(batch, replies);
+        // The queue first: each of its records was queued before this take, and a command's
+        // sender waits for its answer (a refused `submit_fields` too), so nothing queued now
+        // can follow a command of this batch; a command may follow a queued record (the
+        // `gateway.stop` after the last request's completion).
         self.stage_queued(replies);
+        let asks = self.stage_batch(batch, replies);
         if self.heartbeat_at.elapsed() >= self.options.heartbeat {
             self.heartbeat_at = Instant::now();
             let _ = self.stage("heartbeat", &[]);
@@ -1696,6 +1709,57 @@ mod tests {
         let report = crate::verify::verify(crate::verify::Options::new(dir.path(), trusted))
             .expect("verify runs");
         assert!(report.passed(), "{}", report.render_text());
+    }
+
+    /// A gateway event goes to the writer thread, a completion to the queue: the event that
+    /// follows a completion (the `gateway.stop` after the last response) is stored after it.
+    #[test]
+    fn a_command_is_stored_after_the_records_queued_before_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (log, _) = AuditLog::open(quiet(dir.path())).expect("open");
+        log.append_fields_blocking("test.first", event(0), Wait::Synced)
+            .expect("append");
+        assert!(log.try_submit_fields("test.queued", event(1)).is_ok());
+        log.append_fields_blocking("test.event", event(2), Wait::Synced)
+            .expect("append");
+        log.close().expect("close");
+        let kinds: Vec<String> = stored(dir.path())
+            .into_iter()
+            .map(|(_, kind)| kind)
+            .filter(|kind| kind.starts_with("test."))
+            .collect();
+        assert_eq!(kinds, ["test.first", "test.queued", "test.event"]);
+    }
+
+    /// A full queue refuses a record; `submit_fields` then hands it to the writer thread and
+    /// returns once it is written, after the record queued before it.
+    #[test]
+    fn a_record_the_full_queue_refused_is_written_after_the_queue_when_submit_returns() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut options = quiet(dir.path());
+        options.queue = 1;
+        let (log, _) = AuditLog::open(options).expect("open");
+        log.append_fields_blocking("test.first", event(0), Wait::Synced)
+            .expect("append");
+        let unsent = {
+            // Nobody writes the queue meanwhile.
+            let _writer = lock(&log.writer);
+            assert!(log.try_submit_fields("test.queued", event(1)).is_ok());
+            log.try_submit_fields("test.refused", event(2))
+                .expect_err("the queue is full")
+        };
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime")
+            .block_on(log.submit_fields(unsent.kind, unsent.fields))
+            .expect("written");
+        let kinds: Vec<String> = stored(dir.path())
+            .into_iter()
+            .map(|(_, kind)| kind)
+            .filter(|kind| kind.starts_with("test."))
+            .collect();
+        assert_eq!(kinds, ["test.first", "test.queued", "test.refused"]);
+        log.close().expect("close");
     }
 
     #[test]
