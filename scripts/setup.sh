@@ -7,6 +7,9 @@
 #  - Azure Storage tests: the Azurite emulator (npm) under target/tools/azurite, with Debian's
 #    nodejs/npm when node is missing, and the Python SDK azure-storage-blob in the same venv.
 #  - Browser tests: Debian's chromium (apt, root), driven headless; never a downloaded build.
+#  - Container image (scripts/container.sh and its test): Debian's podman with runc (apt, root),
+#    and target/tools/containers.conf, which podman reads through CONTAINERS_CONF: runc (crun
+#    fails here on setrlimit and the hybrid cgroup layout) and ulimits it can set.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -17,6 +20,20 @@ AZURITE_VERSION=3.35.0
 # The SDK the tests drive; azure-core pinned with it, since retries and transport live there.
 AZURE_STORAGE_BLOB_VERSION=12.31.1
 AZURE_CORE_VERSION=1.41.0
+
+# apt_install HINT PACKAGE...: install Debian packages (root), or fail saying HINT where there
+# is no apt-get.
+apt_install() {
+    local hint="$1"
+    shift
+    if ! command -v apt-get >/dev/null; then
+        echo "setup: $* missing and no apt-get: $hint" >&2
+        return 1
+    fi
+    echo "setup: installing $*"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@"
+}
 
 install_rust_guest_toolchain() {
     local sysroot
@@ -33,14 +50,7 @@ install_rust_guest_toolchain() {
     if [[ ${#missing[@]} -eq 0 ]]; then
         return 0
     fi
-    if ! command -v apt-get >/dev/null; then
-        echo "setup: no wasm targets and no apt-get: run" \
-            "'rustup target add wasm32-unknown-unknown wasm32-wasip2'" >&2
-        return 1
-    fi
-    echo "setup: installing ${missing[*]}"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+    apt_install "run 'rustup target add wasm32-unknown-unknown wasm32-wasip2'" "${missing[@]}"
 }
 
 install_python_guest_toolchain() {
@@ -58,13 +68,7 @@ install_node() {
     if command -v node >/dev/null && command -v npm >/dev/null; then
         return 0
     fi
-    if ! command -v apt-get >/dev/null; then
-        echo "setup: node/npm missing and no apt-get: install Node.js 18 or newer" >&2
-        return 1
-    fi
-    echo "setup: installing nodejs npm"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm
+    apt_install "install Node.js 18 or newer" nodejs npm
 }
 
 install_azurite() {
@@ -97,13 +101,23 @@ install_chromium() {
     if [[ -n "${PORTCULLIS_CHROMIUM:-}" ]] || command -v chromium >/dev/null; then
         return 0
     fi
-    if ! command -v apt-get >/dev/null; then
-        echo "setup: chromium missing and no apt-get: install Chromium or set PORTCULLIS_CHROMIUM" >&2
-        return 1
+    apt_install "install Chromium or set PORTCULLIS_CHROMIUM" chromium
+}
+
+install_podman() {
+    local conf=target/tools/containers.conf
+    mkdir -p target/tools
+    cat > "$conf.tmp" <<'CONF'
+[containers]
+default_ulimits = ["nofile=1024:1024", "nproc=1024:1024"]
+[engine]
+runtime = "runc"
+CONF
+    mv "$conf.tmp" "$conf"
+    if command -v podman >/dev/null && command -v runc >/dev/null; then
+        return 0
     fi
-    echo "setup: installing chromium"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium
+    apt_install "install podman and runc" podman runc
 }
 
 install_rust_guest_toolchain
@@ -112,3 +126,4 @@ install_node
 install_azurite
 install_azure_sdk
 install_chromium
+install_podman
