@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use bytesize::ByteSize;
 use serde::Deserialize;
+use sha2::{Digest as _, Sha256};
 
 use crate::plugin::{EngineSettings, FailurePolicy, InstanceMode, PluginSettings, PluginSpec};
 
@@ -50,6 +51,10 @@ pub struct Config {
     /// The file this configuration was read from (set by `load`; none when parsed from text).
     #[serde(skip)]
     pub source: Option<PathBuf>,
+    /// The hex SHA-256 of the exact bytes `load` parsed: the audit log's `config_sha256`, and
+    /// how a reload tells an unchanged file.
+    #[serde(skip)]
+    pub source_sha256: Option<String>,
     /// The directory of the configuration file, for relative paths (set by `load`).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -808,15 +813,24 @@ pub enum ConfigError {
 impl Config {
     /// Read, parse and validate a configuration file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+        let bytes = std::fs::read(path).map_err(|e| ConfigError::Read {
             path: path.display().to_string(),
             reason: e.to_string(),
+        })?;
+        Config::from_file_bytes(path, &bytes)
+    }
+
+    /// `load`, from the bytes already read from `path`: the one read whose digest is recorded.
+    pub fn from_file_bytes(path: &Path, bytes: &[u8]) -> Result<Config, ConfigError> {
+        let text = std::str::from_utf8(bytes).map_err(|e| ConfigError::Read {
+            path: path.display().to_string(),
+            reason: format!("not UTF-8: {e}"),
         })?;
         let base_dir = path
             .parent()
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from("."));
-        let mut config = Config::parse(&text, &base_dir).map_err(|e| match e {
+        let mut config = Config::parse(text, &base_dir).map_err(|e| match e {
             ConfigError::Parse { reason, .. } => ConfigError::Parse {
                 path: path.display().to_string(),
                 reason,
@@ -824,6 +838,7 @@ impl Config {
             other => other,
         })?;
         config.source = Some(path.to_path_buf());
+        config.source_sha256 = Some(hex::encode(Sha256::digest(bytes)));
         Ok(config)
     }
 
@@ -1407,6 +1422,23 @@ mod tests {
             std::fs::write(dir.path().join("plugins").join(f), b"").unwrap();
         }
         dir
+    }
+
+    /// The digest the audit log records is of the bytes parsed, read once.
+    #[test]
+    fn load_records_the_sha256_of_the_bytes_it_parsed() {
+        let dir = dir_with(&[]);
+        let path = dir.path().join("portcullis.toml");
+        let text = "plugin_dir = \"plugins\"\nserver = { plaintext = true }\n";
+        std::fs::write(&path, text).unwrap();
+        let config = Config::load(&path).unwrap();
+        assert_eq!(
+            config.source_sha256.as_deref(),
+            Some(hex::encode(Sha256::digest(text.as_bytes())).as_str())
+        );
+        assert_eq!(config.source.as_deref(), Some(path.as_path()));
+        let error = Config::from_file_bytes(&path, b"plugin_dir = \"\xff\"").unwrap_err();
+        assert!(error.to_string().contains("not UTF-8"), "{error}");
     }
 
     #[test]

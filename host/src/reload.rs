@@ -14,7 +14,7 @@
 //! - Settings a running gateway cannot change (listeners, TLS, header limit, engine limits,
 //!   plugin directory, identity providers, reload settings) keep their running values and are
 //!   reported as needing a restart, in the log and in [`Status`].
-//! - A change that changes nothing (same configuration text, every plugin kept) publishes
+//! - A change that changes nothing (the same configuration bytes, every plugin kept) publishes
 //!   nothing: editors' save patterns and repeated events cost one cheap check.
 //!
 //! [`watch`] triggers reloads from the file system (notify; debounced), so the ways files really
@@ -38,9 +38,10 @@ use crate::plugin::load_set_reusing;
 #[derive(Debug)]
 pub struct Live {
     current: ArcSwap<Gateway>,
-    /// The configuration file, and the text the current gateway was built from.
+    /// The configuration file, and the SHA-256 of the bytes the current gateway was built
+    /// from.
     source: Option<PathBuf>,
-    applied_text: Mutex<Option<String>>,
+    applied_sha256: Mutex<Option<String>>,
     status: Mutex<Status>,
     /// One reload at a time.
     reloading: tokio::sync::Mutex<()>,
@@ -100,14 +101,12 @@ impl Live {
     /// Serve `gateway`; reloads read `gateway.config.source`, if it has one.
     pub fn new(gateway: Gateway) -> Arc<Live> {
         let source = gateway.config.source.clone();
-        let applied_text = source
-            .as_deref()
-            .and_then(|p| std::fs::read_to_string(p).ok());
+        let applied_sha256 = gateway.config.source_sha256.clone();
         let generation = gateway.plugins.generation();
         Arc::new(Live {
             current: ArcSwap::from_pointee(gateway),
             source,
-            applied_text: Mutex::new(applied_text),
+            applied_sha256: Mutex::new(applied_sha256),
             status: Mutex::new(Status {
                 generation,
                 published_at_ms: now_ms(),
@@ -137,19 +136,23 @@ impl Live {
     pub async fn reload(&self, trigger: &str) -> Attempt {
         let _one_at_a_time = self.reloading.lock().await;
         let old = self.gateway();
+        // The rejected file's digest, for its audit record: of the bytes that were tried.
+        let mut rejected_sha256 = None;
         let (outcome, error, restart_needed) = match self.build(&old).await {
             Ok(Candidate::Unchanged { restart_needed }) => {
                 (Outcome::Unchanged, None, restart_needed)
             }
             Ok(Candidate::New {
                 gateway,
-                text,
                 restart_needed,
             }) => {
                 let generation = gateway.plugins.generation();
                 let plugins = describe_plugins(&gateway);
+                *self
+                    .applied_sha256
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner()) = gateway.config.source_sha256.clone();
                 self.current.store(Arc::new(gateway));
-                *self.applied_text.lock().unwrap_or_else(|p| p.into_inner()) = Some(text);
                 tracing::info!(
                     trigger,
                     generation,
@@ -159,7 +162,11 @@ impl Live {
                 );
                 (Outcome::Applied, None, restart_needed)
             }
-            Err(error) => {
+            Err(Rejection {
+                error,
+                config_sha256,
+            }) => {
+                rejected_sha256 = config_sha256;
                 tracing::error!(
                     trigger,
                     generation = old.plugins.generation(),
@@ -209,7 +216,7 @@ impl Live {
                     let record = serde_json::json!({
                         "trigger": trigger, "error": attempt.error,
                         "generation": attempt.generation,
-                        "config_sha256": self.source.as_deref().and_then(file_sha256),
+                        "config_sha256": rejected_sha256,
                         "candidates": self.candidate_digests(),
                     });
                     audit.event("config.rejected", record).await
@@ -224,14 +231,22 @@ impl Live {
     }
 
     /// The candidate gateway, or why there is none.
-    async fn build(&self, old: &Gateway) -> Result<Candidate, String> {
-        let path = self
-            .source
-            .as_deref()
-            .ok_or("the gateway was started without a configuration file")?;
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        let mut config = Config::load(path).map_err(|e| e.to_string())?;
+    async fn build(&self, old: &Gateway) -> Result<Candidate, Rejection> {
+        let path = self.source.as_deref().ok_or_else(|| Rejection {
+            error: "the gateway was started without a configuration file".into(),
+            config_sha256: None,
+        })?;
+        // One read: the bytes parsed are the bytes whose digest is recorded.
+        let bytes = std::fs::read(path).map_err(|e| Rejection {
+            error: format!("cannot read {}: {e}", path.display()),
+            config_sha256: None,
+        })?;
+        let rejected = |error: String| Rejection {
+            error,
+            config_sha256: Some(hex::encode(sha2::Sha256::digest(&bytes))),
+        };
+        let mut config =
+            Config::from_file_bytes(path, &bytes).map_err(|e| rejected(e.to_string()))?;
         let restart_needed = keep_running_settings(&old.config, &mut config);
         let generation = old.plugins.generation() + 1;
         let plugins = load_set_reusing(
@@ -241,20 +256,19 @@ impl Live {
             Some(&old.plugins),
         )
         .await
-        .map_err(|errors| BuildError::Plugins(errors).to_string())?;
+        .map_err(|errors| rejected(BuildError::Plugins(errors).to_string()))?;
         let same_plugins = plugins.plugins().len() == old.plugins.plugins().len()
             && plugins
                 .plugins()
                 .iter()
                 .zip(old.plugins.plugins())
                 .all(|(new, old)| Arc::ptr_eq(new, old));
-        let same_text = self
-            .applied_text
+        let same_config = *self
+            .applied_sha256
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .as_deref()
-            == Some(text.as_str());
-        if same_plugins && same_text {
+            == config.source_sha256;
+        if same_plugins && same_config {
             return Ok(Candidate::Unchanged { restart_needed });
         }
         let mut gateway = Gateway::assemble(
@@ -263,12 +277,11 @@ impl Live {
             Arc::new(plugins),
             old.identity.clone(),
         )
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| rejected(e.to_string()))?;
         gateway.audit = old.audit.clone();
         gateway.approvals = old.approvals.clone();
         Ok(Candidate::New {
             gateway,
-            text,
             restart_needed,
         })
     }
@@ -303,15 +316,21 @@ enum Candidate {
     },
     New {
         gateway: Gateway,
-        text: String,
         restart_needed: Vec<String>,
     },
+}
+
+/// Why a reload was rejected, and the SHA-256 of the configuration bytes tried (none when the
+/// file could not be read).
+struct Rejection {
+    error: String,
+    config_sha256: Option<String>,
 }
 
 /// The `config.loaded` audit record of a gateway: generation, the configuration file's
 /// SHA-256, and every plugin loaded with its SHA-256.
 pub fn loaded_record(gateway: &Gateway, trigger: &str) -> serde_json::Value {
-    let config_sha256 = gateway.config.source.as_deref().and_then(file_sha256);
+    let config_sha256 = gateway.config.source_sha256.clone();
     let plugins: Vec<serde_json::Value> = gateway
         .plugins
         .plugins()
@@ -328,13 +347,6 @@ pub fn loaded_record(gateway: &Gateway, trigger: &str) -> serde_json::Value {
         "config_sha256": config_sha256,
         "plugins": plugins,
     })
-}
-
-/// The hex SHA-256 of a file's bytes, if it can be read.
-fn file_sha256(path: &std::path::Path) -> Option<String> {
-    std::fs::read(path)
-        .ok()
-        .map(|bytes| hex::encode(sha2::Sha256::digest(&bytes)))
 }
 
 /// `name@version sha256:… ` of every plugin of a gateway, for the log.
