@@ -136,8 +136,8 @@ impl Live {
     pub async fn reload(&self, trigger: &str) -> Attempt {
         let _one_at_a_time = self.reloading.lock().await;
         let old = self.gateway();
-        // The rejected file's digest, for its audit record: of the bytes that were tried.
-        let mut rejected_sha256 = None;
+        // What the audit record of a rejection says of the bytes that were tried.
+        let mut tried = (None, String::new());
         let (outcome, error, restart_needed) = match self.build(&old).await {
             Ok(Candidate::Unchanged { restart_needed }) => {
                 (Outcome::Unchanged, None, restart_needed)
@@ -165,15 +165,16 @@ impl Live {
             Err(Rejection {
                 error,
                 config_sha256,
+                candidates,
             }) => {
-                rejected_sha256 = config_sha256;
                 tracing::error!(
                     trigger,
                     generation = old.plugins.generation(),
-                    candidates = %self.candidate_digests(),
+                    %candidates,
                     %error,
                     "policy reload rejected; the running generation keeps serving"
                 );
+                tried = (config_sha256, candidates);
                 (Outcome::Rejected, Some(error), Vec::new())
             }
         };
@@ -216,8 +217,8 @@ impl Live {
                     let record = serde_json::json!({
                         "trigger": trigger, "error": attempt.error,
                         "generation": attempt.generation,
-                        "config_sha256": rejected_sha256,
-                        "candidates": self.candidate_digests(),
+                        "config_sha256": tried.0,
+                        "candidates": tried.1,
                     });
                     audit.event("config.rejected", record).await
                 }
@@ -232,21 +233,26 @@ impl Live {
 
     /// The candidate gateway, or why there is none.
     async fn build(&self, old: &Gateway) -> Result<Candidate, Rejection> {
-        let path = self.source.as_deref().ok_or_else(|| Rejection {
-            error: "the gateway was started without a configuration file".into(),
-            config_sha256: None,
-        })?;
-        // One read: the bytes parsed are the bytes whose digest is recorded.
-        let bytes = std::fs::read(path).map_err(|e| Rejection {
-            error: format!("cannot read {}: {e}", path.display()),
-            config_sha256: None,
-        })?;
-        let rejected = |error: String| Rejection {
+        let unread = |error: String| Rejection {
             error,
-            config_sha256: Some(hex::encode(sha2::Sha256::digest(&bytes))),
+            config_sha256: None,
+            candidates: UNUSABLE.into(),
+        };
+        let path = self
+            .source
+            .as_deref()
+            .ok_or_else(|| unread("the gateway was started without a configuration file".into()))?;
+        // One read: the bytes parsed are the bytes whose digest is recorded.
+        let bytes = std::fs::read(path)
+            .map_err(|e| unread(format!("cannot read {}: {e}", path.display())))?;
+        let digest = hex::encode(sha2::Sha256::digest(&bytes));
+        let rejected = |config: Option<&Config>, error: String| Rejection {
+            error,
+            config_sha256: Some(digest.clone()),
+            candidates: config.map_or_else(|| UNUSABLE.into(), candidate_digests),
         };
         let mut config =
-            Config::from_file_bytes(path, &bytes).map_err(|e| rejected(e.to_string()))?;
+            Config::from_file_bytes(path, &bytes).map_err(|e| rejected(None, e.to_string()))?;
         let restart_needed = keep_running_settings(&old.config, &mut config);
         let generation = old.plugins.generation() + 1;
         let plugins = load_set_reusing(
@@ -256,7 +262,7 @@ impl Live {
             Some(&old.plugins),
         )
         .await
-        .map_err(|errors| rejected(BuildError::Plugins(errors).to_string()))?;
+        .map_err(|errors| rejected(Some(&config), BuildError::Plugins(errors).to_string()))?;
         let same_plugins = plugins.plugins().len() == old.plugins.plugins().len()
             && plugins
                 .plugins()
@@ -277,36 +283,13 @@ impl Live {
             Arc::new(plugins),
             old.identity.clone(),
         )
-        .map_err(|e| rejected(e.to_string()))?;
+        .map_err(|e| rejected(Some(&config), e.to_string()))?;
         gateway.audit = old.audit.clone();
         gateway.approvals = old.approvals.clone();
         Ok(Candidate::New {
             gateway,
             restart_needed,
         })
-    }
-
-    /// `name=sha256` of every plugin file the configuration on disk names, for the log of a
-    /// rejected reload (`unreadable` when it cannot be read).
-    fn candidate_digests(&self) -> String {
-        let Some(config) = self.source.as_deref().and_then(|p| Config::load(p).ok()) else {
-            return "(configuration unusable)".to_string();
-        };
-        config
-            .plugin_specs()
-            .iter()
-            .map(|spec| {
-                let digest = std::fs::read(&spec.file).map_or_else(
-                    |_| "unreadable".to_string(),
-                    |bytes| hex::encode(sha2::Sha256::digest(&bytes)),
-                );
-                format!(
-                    "{}={digest}",
-                    spec.alias.as_deref().unwrap_or(spec.name.as_str())
-                )
-            })
-            .collect::<Vec<_>>()
-            .join(", ")
     }
 }
 
@@ -320,11 +303,35 @@ enum Candidate {
     },
 }
 
-/// Why a reload was rejected, and the SHA-256 of the configuration bytes tried (none when the
-/// file could not be read).
+/// Why a reload was rejected, the SHA-256 of the configuration bytes tried (none when the file
+/// could not be read), and the plugin files they name with their digests.
 struct Rejection {
     error: String,
     config_sha256: Option<String>,
+    candidates: String,
+}
+
+/// The `candidates` of a configuration that does not parse.
+const UNUSABLE: &str = "(configuration unusable)";
+
+/// `name=sha256` of every plugin file `config` names, for the log and the audit record of a
+/// rejected reload (`unreadable` when it cannot be read).
+fn candidate_digests(config: &Config) -> String {
+    config
+        .plugin_specs()
+        .iter()
+        .map(|spec| {
+            let digest = std::fs::read(&spec.file).map_or_else(
+                |_| "unreadable".to_string(),
+                |bytes| hex::encode(sha2::Sha256::digest(&bytes)),
+            );
+            format!(
+                "{}={digest}",
+                spec.alias.as_deref().unwrap_or(spec.name.as_str())
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The `config.loaded` audit record of a gateway: generation, the configuration file's
