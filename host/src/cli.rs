@@ -214,6 +214,24 @@ pub fn keygen(name: &str, out: &Path) -> u8 {
         PathBuf::from(path)
     };
     let (private, public) = (with(".key"), with(".pub"));
+    // A missing directory is made for the key, readable by its owner only.
+    if let Some(parent) = private.parent().filter(|p| !p.as_os_str().is_empty())
+        && !parent.exists()
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        if let Err(e) = std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(parent)
+        {
+            eprintln!(
+                "portcullis: keygen: cannot create {}: {e}",
+                parent.display()
+            );
+            return 3;
+        }
+        println!("created {} (mode 0700)", parent.display());
+    }
     let written = portcullis_audit::note::SigningKey::generate(name)
         .and_then(|key| key.write(&private, &public).map(|()| key.verifier()));
     match written {

@@ -97,6 +97,30 @@ fn keygen_writes_a_private_key_only_its_owner_reads_and_never_overwrites() {
 }
 
 #[test]
+fn keygen_makes_a_missing_directory_only_its_owner_opens() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let out_prefix = dir.path().join("etc/portcullis/audit");
+    let out = portcullis(&[
+        "keygen",
+        "--name",
+        ORIGIN,
+        "--out",
+        out_prefix.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    for made in ["etc", "etc/portcullis"] {
+        let mode = std::fs::metadata(dir.path().join(made))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o700, "{made}");
+    }
+    assert!(dir.path().join("etc/portcullis/audit.key").is_file());
+    assert!(dir.path().join("etc/portcullis/audit.pub").is_file());
+}
+
+#[test]
 fn verify_exits_0_on_a_good_log_1_on_an_edited_one_and_3_without_a_trust_file() {
     let dir = tempfile::tempdir().unwrap();
     log_with_key(dir.path());
