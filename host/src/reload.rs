@@ -245,14 +245,16 @@ impl Live {
         // One read: the bytes parsed are the bytes whose digest is recorded.
         let bytes = std::fs::read(path)
             .map_err(|e| unread(format!("cannot read {}: {e}", path.display())))?;
-        let digest = hex::encode(sha2::Sha256::digest(&bytes));
-        let rejected = |config: Option<&Config>, error: String| Rejection {
+        let mut config = Config::from_file_bytes(path, &bytes).map_err(|e| Rejection {
+            error: e.to_string(),
+            config_sha256: Some(hex::encode(sha2::Sha256::digest(&bytes))),
+            candidates: UNUSABLE.into(),
+        })?;
+        let rejected = |config: &Config, error: String| Rejection {
             error,
-            config_sha256: Some(digest.clone()),
-            candidates: config.map_or_else(|| UNUSABLE.into(), candidate_digests),
+            config_sha256: config.source_sha256.clone(),
+            candidates: candidate_digests(config),
         };
-        let mut config =
-            Config::from_file_bytes(path, &bytes).map_err(|e| rejected(None, e.to_string()))?;
         let restart_needed = keep_running_settings(&old.config, &mut config);
         let generation = old.plugins.generation() + 1;
         let plugins = load_set_reusing(
@@ -262,7 +264,7 @@ impl Live {
             Some(&old.plugins),
         )
         .await
-        .map_err(|errors| rejected(Some(&config), BuildError::Plugins(errors).to_string()))?;
+        .map_err(|errors| rejected(&config, BuildError::Plugins(errors).to_string()))?;
         let same_plugins = plugins.plugins().len() == old.plugins.plugins().len()
             && plugins
                 .plugins()
@@ -283,7 +285,7 @@ impl Live {
             Arc::new(plugins),
             old.identity.clone(),
         )
-        .map_err(|e| rejected(Some(&config), e.to_string()))?;
+        .map_err(|e| rejected(&config, e.to_string()))?;
         gateway.audit = old.audit.clone();
         gateway.approvals = old.approvals.clone();
         Ok(Candidate::New {
