@@ -11,6 +11,12 @@
 #   portcullis 0, audited   the 0-plugin route with the signed audit log ([audit], durability
 #                 "batched", fsync every 100 ms): its CPU per request minus the 0-plugin route's,
 #                 within each round, is what the audit log costs a request (issue 6)
+#   fixed rate    the audited and the plain 0-plugin routes, and a second plain one, loaded AT
+#                 ONCE at the same fixed rate (hey, RATE req/s each), ROUNDS times: the three
+#                 share whatever else the host is doing, so audited minus plain within a round
+#                 is the audit's CPU per request at equal load, and plain minus plain is what
+#                 the method itself reads when there is no difference (run with the audited
+#                 route, i.e. the full run and --only-audit)
 # each at CONNECTIONS connections (throughput) and at 1 connection (latency), in ROUNDS
 # interleaved rounds (the order rotates every round), and prints a markdown table of the
 # medians: req/s, req/s ratio to the bare proxy, the serving process's CPU per request at
@@ -24,15 +30,17 @@
 #   scripts/bench-load.sh --only-audit      the 0-plugin route with and without the audit log
 #
 # Environment: DURATION (10s per wrk run), WARMUP (2s per target, discarded), ROUNDS (3),
-# CONNECTIONS (64), THREADS (2, wrk threads for the CONNECTIONS runs), BASE_PORT (18400: the
-# gateways listen on BASE_PORT..+4, +6 and +7, the identity provider on BASE_PORT+5),
+# CONNECTIONS (64), THREADS (2, wrk threads for the CONNECTIONS runs), RATE (3000 req/s per
+# route in the fixed-rate runs, from 32 hey workers; 0 skips them), BASE_PORT (18400: the
+# gateways listen on BASE_PORT..+4 and +6..+8, the identity provider on BASE_PORT+5),
 # SKIP_BUILD=1 (use what is already built),
 # CARGO_TARGET_DIR (where the binaries are; default target/), PLUGIN_DIR (the built plugins;
 # default target/plugins, where scripts/build-plugins.sh puts them).
 #
 # It fails, and reports nothing, if any target answers a non-2xx status, if wrk sees a socket
-# error or a timeout, or if a response did not come from the upstream. wrk is installed with
-# apt when missing. Every process it starts is stopped on exit; logs are kept on failure.
+# error or a timeout, or if a response did not come from the upstream. wrk and hey are
+# installed with apt when missing. Every process it starts is stopped on exit; logs are kept
+# on failure.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -65,6 +73,12 @@ WARMUP="${WARMUP:-2s}"
 ROUNDS="${ROUNDS:-3}"
 CONNECTIONS="${CONNECTIONS:-64}"
 THREADS="${THREADS:-2}"
+RATE="${RATE:-3000}"
+[[ "$RATE" =~ ^[0-9]+$ ]] || {
+    echo "bench-load: RATE must be a whole number of requests per second" >&2
+    exit 2
+}
+[[ $only_baseline -eq 1 ]] && RATE=0 # the fixed-rate runs need the audited route
 BASE_PORT="${BASE_PORT:-18400}"
 target_dir="${CARGO_TARGET_DIR:-$root/target}"
 plugin_dir="${PLUGIN_DIR:-$root/target/plugins}" # where scripts/build-plugins.sh puts them
@@ -111,6 +125,12 @@ if ! command -v wrk >/dev/null; then
     log "installing wrk (apt)"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk >/dev/null
+fi
+if [[ $RATE -gt 0 ]] && ! command -v hey >/dev/null; then
+    command -v apt-get >/dev/null || die "hey is missing and there is no apt-get to install it"
+    log "installing hey (apt)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends hey >/dev/null
 fi
 
 # --- build -------------------------------------------------------------------------------
@@ -238,19 +258,22 @@ if [[ $only_baseline -eq 0 ]]; then
     i=0
     # 0, 1 and 3 plugins in fresh mode; 3r: the same 3 in reuse mode (the engine's best case,
     # for scale: reuse keeps memory between calls, so it is not the default); 3c: 3 plugins
-    # built the default way, fresh; 0l: 0 plugins with the audit log. Ports BASE_PORT+0..3,
-    # then +6 and +7 (4 and 5 are taken below).
+    # built the default way, fresh; 0l: 0 plugins with the audit log; 0b: a second plain
+    # 0-plugin gateway, for the fixed-rate runs only. Ports BASE_PORT+0..3, then +6, +7 and +8
+    # (4 and 5 are taken below).
     gateways=(0 1 3 3r 3c 0l)
     [[ $only_audit -eq 1 ]] && gateways=(0 0l)
+    [[ $RATE -gt 0 ]] && gateways+=(0b)
     for n in "${gateways[@]}"; do
         port=$((BASE_PORT + i))
         [[ $n == 3c ]] && port=$((BASE_PORT + 6))
         [[ $n == 0l ]] && port=$((BASE_PORT + 7))
+        [[ $n == 0b ]] && port=$((BASE_PORT + 8))
         i=$((i + 1))
         port_in_use "$port" && die "port $port is in use: set BASE_PORT"
         instance=fresh
         [[ $n == 3r ]] && instance=reuse
-        plugins=("${chain_plugins[@]:0:${n%[rcl]}}")
+        plugins=("${chain_plugins[@]:0:${n%[rclb]}}")
         [[ $n == 3c ]] && plugins=("${core_chain_plugins[@]}")
         {
             gateway_config "$port" "$instance" "${plugins[@]}"
@@ -268,10 +291,11 @@ if [[ $only_baseline -eq 0 ]]; then
                 || die "portcullis with $n plugins exited: $(tail -n5 "$work/portcullis-$n.err")"
             sleep 0.1
         done
-        names+=("pc$n")
+        [[ $n != 0b ]] && names+=("pc$n")
         url[pc$n]="http://127.0.0.1:$port"
         proc[pc$n]=$pid
     done
+    [[ $RATE -gt 0 ]] && check pc0b "${url[pc0b]}"
 
 fi
 if [[ $only_baseline -eq 0 && $only_audit -eq 0 ]]; then
@@ -375,6 +399,52 @@ for ((r = 1; r <= ROUNDS; r++)); do
     done
 done
 
+# measure_rate ROUND [DURATION]: pc0, pc0b and pc0l at RATE req/s each, all three at once (32
+# hey workers each, at RATE/32 req/s per worker).
+rate_results="$work/rate.tsv" # round target cpu-µs-per-request req/s
+: >"$rate_results"
+rate_targets=(pc0 pc0b pc0l)
+measure_rate() {
+    local round=$1 duration=${2:-$DURATION} name hey_pid ticks served
+    local -A ticks_before
+    local hey_pids=()
+    for name in "${rate_targets[@]}"; do
+        ticks_before[$name]="$(cpu_ticks "${proc[$name]}")"
+    done
+    for name in "${rate_targets[@]}"; do
+        hey -z "$duration" -c 32 -q "$(awk -v r="$RATE" 'BEGIN { print r / 32 }')" -t 2 \
+            "${url[$name]}/" >"$work/hey-$name.out" 2>&1 &
+        hey_pids+=($!)
+    done
+    for hey_pid in "${hey_pids[@]}"; do
+        wait "$hey_pid" || die "hey failed: $(tail -n5 "$work"/hey-*.out)"
+    done
+    for name in "${rate_targets[@]}"; do
+        ticks=$(($(cpu_ticks "${proc[$name]}") - ticks_before[$name]))
+        # Every answer must be a 200, with no socket error or timeout.
+        if grep -q 'Error distribution' "$work/hey-$name.out" \
+            || grep -E '^[[:space:]]*\[[0-9]+\]' "$work/hey-$name.out" | grep -vq '\[200\]'; then
+            die "$name (fixed rate) had errors: $(cat "$work/hey-$name.out")"
+        fi
+        served="$(awk '/\[200\]/ { print $2 }' "$work/hey-$name.out")"
+        [[ -n "$served" && "$served" -gt 0 ]] || die "$name (fixed rate) served nothing"
+        [[ $round == warmup ]] && continue
+        awk -v r="$round" -v n="$name" -v ticks="$ticks" -v hz="$clock_ticks" -v served="$served" \
+            '/Requests\/sec:/ { print r, n, ticks / hz * 1e6 / served, $2 }' "$work/hey-$name.out" \
+            >>"$rate_results"
+    done
+    [[ $round == warmup ]] \
+        || log "round $round  fixed rate  $(awk -v r="$round" '$1 == r { printf "%s %.1f µs/req at %.0f req/s  ", $2, $3, $4 }' "$rate_results")"
+}
+
+if [[ $RATE -gt 0 ]]; then
+    log "fixed rate: pc0, pc0b and pc0l at once, $RATE req/s each, $ROUNDS rounds of $DURATION (+ $WARMUP warm-up)"
+    measure_rate warmup "$WARMUP"
+    for ((r = 1; r <= ROUNDS; r++)); do
+        measure_rate "$r"
+    done
+fi
+
 # --- report ------------------------------------------------------------------------------
 printf '%s, kernel %s, %s cores, 1-min load average %s before and %s after; %s\n\n' \
     "$(date -u +%Y-%m-%d)" "$(uname -r)" "$(nproc)" "$load_before" \
@@ -441,3 +511,30 @@ END {
         print line
     }
 }' "$results"
+if [[ $RATE -gt 0 ]]; then
+    awk -v rounds="$ROUNDS" -v rate="$RATE" -v dur="$DURATION" '
+function median(list,    a, n, i, j, t) {
+    n = split(list, a, " ")
+    for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] > t; j--) a[j + 1] = a[j]; a[j + 1] = t }
+    return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+}
+function range(list,    a, n, i, lo, hi) {
+    n = split(list, a, " "); lo = a[1]; hi = a[1]
+    for (i = 2; i <= n; i++) { if (a[i] < lo) lo = a[i]; if (a[i] > hi) hi = a[i] }
+    return sprintf("%.1f to %.1f", lo, hi)
+}
+{ cpu[$1, $2] = $3; rps[$1, $2] = $4 }
+END {
+    d = ""; aa = ""; p = ""; l = ""; r0 = ""; rl = ""
+    for (i = 1; i <= rounds; i++) {
+        d = d " " cpu[i, "pc0l"] - cpu[i, "pc0"]; aa = aa " " cpu[i, "pc0b"] - cpu[i, "pc0"]
+        p = p " " cpu[i, "pc0"]; l = l " " cpu[i, "pc0l"]
+        r0 = r0 " " rps[i, "pc0"]; rl = rl " " rps[i, "pc0l"]
+    }
+    printf "\nAt a fixed rate (%s req/s asked of each; served: plain %.0f, audited %.0f), the audited,\n", rate, median(r0), median(rl)
+    printf "the plain and a second plain 0-plugin route loaded at once, %d rounds of %s:\n", rounds, dur
+    printf "  CPU per request: plain %.1f µs, audited %.1f µs (medians)\n", median(p), median(l)
+    printf "  audited minus plain within each round: median %.1f µs (%s). Goal <= 5 µs: %s\n", median(d), range(d), (median(d) <= 5 ? "met" : "NOT met")
+    printf "  plain minus plain (the method with nothing to find): median %.1f µs (%s)\n", median(aa), range(aa)
+}' "$rate_results"
+fi
