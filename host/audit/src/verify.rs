@@ -8,10 +8,15 @@
 //!
 //! Memory does not grow with the log: the segments are streamed one line at a time, and the
 //! checkpoint and anchor files alongside them, each note judged when the records reach its
-//! size. Kept are the Merkle frontier, the next note of each file, the root at the saved state's
-//! size, the `key.rotated` records, and the notes out of their file's size order (in the
-//! checkpoint file only when it is damaged); an anchor file of plain notes is parsed whole.
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+//! size. Kept are the Merkle frontier, the next notes of each file (at most [`READ_AHEAD`]),
+//! the root at the saved state's size, the `key.rotated` records, and the notes out of their
+//! file's size order (in the checkpoint file only when it is damaged); an anchor file of plain
+//! notes is parsed whole.
+//!
+//! Checking every checkpoint's Ed25519 signature is most of the work on a log checkpointed every
+//! second: the note files are read [`READ_AHEAD`] notes at a time, and their signatures by the
+//! pinned keys checked on all of the machine's cores before the notes are judged, in order.
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fmt;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read as _, Seek as _};
@@ -34,6 +39,18 @@ pub const MAX_FINDINGS_PER_CODE: u64 = 100;
 
 /// How often (in bytes read) the progress callback is called, besides at the end of each file.
 const PROGRESS_STEP: u64 = 1 << 20;
+
+/// How many notes a note file is read ahead of the scan, their signatures checked in parallel.
+const READ_AHEAD: usize = 256;
+
+/// How far ahead of the scan, in records, a note file is read: notes every few records (a quiet
+/// log, checkpointed every second) are read [`READ_AHEAD`] at a time, notes every thousand
+/// records (a busy one) a few at a time. Holding many notes while a busy log's records are
+/// scanned costs the allocator more than their signatures cost.
+const READ_AHEAD_RECORDS: u64 = 4096;
+
+/// The fewest signatures worth a thread of their own.
+const JOBS_PER_THREAD: usize = 8;
 
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 
@@ -744,8 +761,11 @@ pub fn verify(options: Options) -> Result<Report, VerifyError> {
     // The checkpoint file and the anchor file are read alongside the segments (`Claims`).
     let checkpoints_path = dir.join(segment::CHECKPOINTS);
     let claims = Claims {
-        checkpoints: NoteStream::checkpoints(&checkpoints_path)?,
-        anchors: anchor.as_deref().map(NoteStream::anchors).transpose()?,
+        checkpoints: NoteStream::checkpoints(&checkpoints_path)?.read_ahead(&trusted),
+        anchors: anchor
+            .as_deref()
+            .map(|path| Ok(NoteStream::anchors(path)?.read_ahead(&trusted)))
+            .transpose()?,
         trusted,
         trust: None,
     };
@@ -917,6 +937,93 @@ pub fn verify(options: Options) -> Result<Report, VerifyError> {
 struct Noted {
     loc: Loc,
     note: SignedCheckpoint,
+    /// Keys whose signature was checked as the note was read ahead, and whether they signed it.
+    checked: Vec<(VerifierKey, bool)>,
+}
+
+impl Noted {
+    fn new(loc: Loc, note: SignedCheckpoint) -> Self {
+        Noted {
+            loc,
+            note,
+            checked: Vec::new(),
+        }
+    }
+
+    /// [`SignedCheckpoint::signed_by`], reusing the checks made when the note was read ahead.
+    fn signed_by<'k>(&self, keys: &'k [VerifierKey]) -> Vec<&'k VerifierKey> {
+        let mut signers: Vec<&'k VerifierKey> = Vec::new();
+        for key in keys {
+            if signers.contains(&key) {
+                continue;
+            }
+            let signed = match self.checked.iter().find(|(checked, _)| checked == key) {
+                Some(&(_, signed)) => signed,
+                None => !self.note.signed_by(std::slice::from_ref(key)).is_empty(),
+            };
+            if signed {
+                signers.push(key);
+            }
+        }
+        signers
+    }
+}
+
+/// Check the notes' signatures by `keys` (each key a signature line names), spread over the
+/// machine's cores, and keep the results in the notes.
+fn check_signatures(notes: &mut [&mut Noted], keys: &[VerifierKey]) {
+    let jobs: Vec<(usize, usize)> = notes
+        .iter()
+        .enumerate()
+        .flat_map(|(n, noted)| {
+            keys.iter()
+                .enumerate()
+                .filter(|(_, key)| {
+                    noted
+                        .note
+                        .signatures
+                        .iter()
+                        .any(|line| line.name == key.name && line.id == key.id)
+                })
+                .map(move |(k, _)| (n, k))
+        })
+        .collect();
+    let signs = |&(n, k): &(usize, usize), notes: &[&mut Noted]| {
+        !notes[n]
+            .note
+            .signed_by(std::slice::from_ref(&keys[k]))
+            .is_empty()
+    };
+    let threads = std::thread::available_parallelism()
+        .map_or(1, std::num::NonZeroUsize::get)
+        .min(jobs.len().div_ceil(JOBS_PER_THREAD));
+    let signed: Vec<bool> = if threads <= 1 {
+        jobs.iter().map(|job| signs(job, notes)).collect()
+    } else {
+        let shared: &[&mut Noted] = notes;
+        std::thread::scope(|scope| {
+            let parts: Vec<_> = jobs
+                .chunks(jobs.len().div_ceil(threads))
+                .map(|part| {
+                    scope.spawn(move || {
+                        part.iter()
+                            .map(|job| signs(job, shared))
+                            .collect::<Vec<bool>>()
+                    })
+                })
+                .collect();
+            parts
+                .into_iter()
+                .flat_map(|part| {
+                    part.join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+                })
+                .collect()
+        })
+    };
+    for (&(n, k), signed) in jobs.iter().zip(signed) {
+        notes[n].checked.push((keys[k].clone(), signed));
+    }
 }
 
 /// One entry of a note file.
@@ -971,6 +1078,11 @@ struct NoteStream {
     parsed: u64,
     /// A read error, returned after the scan.
     error: Option<VerifyError>,
+    /// The pinned keys whose signatures are checked as notes are read ahead; none: the file is
+    /// read one note at a time.
+    keys: Vec<VerifierKey>,
+    /// Entries read ahead, in file order; a read error ends them.
+    ahead: VecDeque<Result<NoteRead, VerifyError>>,
 }
 
 impl NoteStream {
@@ -1016,11 +1128,66 @@ impl NoteStream {
             late: Vec::new(),
             parsed: 0,
             error: None,
+            keys: Vec::new(),
+            ahead: VecDeque::new(),
         }
     }
 
-    /// The next entry; None at the end of the file.
-    fn read(&mut self) -> Result<Option<NoteRead>, VerifyError> {
+    /// Read [`READ_AHEAD`] notes at a time and check their signatures by `keys` in parallel.
+    fn read_ahead(mut self, keys: &[VerifierKey]) -> Self {
+        self.keys = keys.to_vec();
+        self
+    }
+
+    /// The next entry; None at the end of the file. Reading ahead stops after the first note
+    /// that claims more than `until` records.
+    fn read(&mut self, until: u64) -> Result<Option<NoteRead>, VerifyError> {
+        let read = if self.keys.is_empty() {
+            self.read_one()?
+        } else {
+            if self.ahead.is_empty() {
+                self.fill(until);
+            }
+            self.ahead.pop_front().transpose()?
+        };
+        if let Some(NoteRead::Noted(_)) = read {
+            self.parsed += 1;
+        }
+        Ok(read)
+    }
+
+    /// Read up to [`READ_AHEAD`] entries (or to the end, an error, or the first note claiming
+    /// more than `until` records) and check the signatures of the notes among them.
+    fn fill(&mut self, until: u64) {
+        while self.ahead.len() < READ_AHEAD {
+            match self.read_one() {
+                Ok(Some(read)) => {
+                    let last = matches!(&read, NoteRead::Noted(noted) if noted.note.checkpoint.size > until);
+                    self.ahead.push_back(Ok(read));
+                    if last {
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    self.ahead.push_back(Err(e));
+                    break;
+                }
+            }
+        }
+        let mut notes: Vec<&mut Noted> = self
+            .ahead
+            .iter_mut()
+            .filter_map(|read| match read {
+                Ok(NoteRead::Noted(noted)) => Some(noted),
+                _ => None,
+            })
+            .collect();
+        check_signatures(&mut notes, &self.keys);
+    }
+
+    /// The next entry from the file; None at its end.
+    fn read_one(&mut self) -> Result<Option<NoteRead>, VerifyError> {
         let read = match &mut self.source {
             Source::Done => None,
             Source::Plain(notes) => notes.next(),
@@ -1066,25 +1233,23 @@ impl NoteStream {
                     .map_err(|e| format!("not a checkpoint line: {e}"))
                     .and_then(|l| SignedCheckpoint::parse(&l.note).map_err(|e| e.to_string()));
                 break Some(match parsed {
-                    Ok(note) => NoteRead::Noted(Noted { loc, note }),
+                    Ok(note) => NoteRead::Noted(Noted::new(loc, note)),
                     Err(e) => NoteRead::Unparsable(loc, e),
                 });
             },
         };
-        match &read {
-            None => self.source = Source::Done,
-            Some(NoteRead::Noted(_)) => self.parsed += 1,
-            Some(_) => {}
+        if read.is_none() {
+            self.source = Source::Done;
         }
         Ok(read)
     }
 
     /// The next note of log `origin` in file order, reporting the entries that are not one and
     /// putting aside those below the one before.
-    fn read_ours(&mut self, origin: &str, findings: &mut Findings) -> Option<Noted> {
+    fn read_ours(&mut self, origin: &str, until: u64, findings: &mut Findings) -> Option<Noted> {
         let checkpoints = self.notes == Notes::Checkpoints;
         loop {
-            let read = match self.read() {
+            let read = match self.read(until) {
                 Ok(Some(read)) => read,
                 Ok(None) => return None,
                 Err(e) => {
@@ -1162,7 +1327,8 @@ impl NoteStream {
     ) -> Option<Noted> {
         loop {
             if self.next.is_none() {
-                self.next = self.read_ours(origin, findings);
+                let until = size.saturating_add(READ_AHEAD_RECORDS);
+                self.next = self.read_ours(origin, until, findings);
             }
             let claim = self.next.as_ref()?.note.checkpoint.size;
             if claim < size {
@@ -1212,7 +1378,7 @@ fn plain_anchor(path: &Path) -> Result<Vec<NoteRead>, VerifyError> {
                 seq: None,
             };
             match SignedCheckpoint::parse(&note) {
-                Ok(note) => NoteRead::Noted(Noted { loc, note }),
+                Ok(note) => NoteRead::Noted(Noted::new(loc, note)),
                 Err(e) => NoteRead::Unparsable(loc, e.to_string()),
             }
         })
@@ -1222,7 +1388,7 @@ fn plain_anchor(path: &Path) -> Result<Vec<NoteRead>, VerifyError> {
 /// The origin the first checkpoint signed by a pinned key of its own name says.
 fn signed_origin(path: &Path, trusted: &[VerifierKey]) -> Result<Option<String>, VerifyError> {
     let mut stream = NoteStream::checkpoints(path)?;
-    while let Some(read) = stream.read()? {
+    while let Some(read) = stream.read(u64::MAX)? {
         if let NoteRead::Noted(cp) = read {
             let origin = &cp.note.checkpoint.origin;
             if cp
@@ -2112,12 +2278,7 @@ impl Trust {
         }
         self.rotations_known = rotations.len();
         // Each known key's signature is checked once per checkpoint.
-        let valid: Vec<VerifierKey> = cp
-            .note
-            .signed_by(&self.every_key)
-            .into_iter()
-            .cloned()
-            .collect();
+        let valid: Vec<VerifierKey> = cp.signed_by(&self.every_key).into_iter().cloned().collect();
         for r in &rotations[self.rotations_applied..] {
             if r.seq >= claim.size {
                 break;
@@ -2266,7 +2427,7 @@ fn judge_anchor(
     findings: &mut Findings,
 ) {
     let claim = &anchor.note.checkpoint;
-    if anchor.note.signed_by(keys).is_empty() {
+    if anchor.signed_by(keys).is_empty() {
         findings.add(
             Code::AnchorUntrusted,
             Some(&anchor.loc),

@@ -263,6 +263,16 @@ fn failure_codes(report: &Report) -> Vec<Code> {
 }
 
 #[track_caller]
+/// The lines of the findings with `code`, in the report's order.
+fn finding_lines(report: &Report, code: Code) -> Vec<Option<u64>> {
+    report
+        .findings
+        .iter()
+        .filter(|f| f.code == code)
+        .map(|f| f.line)
+        .collect()
+}
+
 fn assert_fails_with(report: &Report, code: Code) {
     assert!(
         report.has(code),
@@ -852,16 +862,72 @@ fn an_anchor_file_in_any_order_is_judged_at_each_notes_size() {
     rewrite_from_seq_3(&fx, &dir);
     let report = run(anchored(&fx, &anchor));
     assert_eq!(failure_codes(&report), vec![Code::AnchorMismatch]);
-    let mismatched: Vec<Option<u64>> = report
-        .findings
-        .iter()
-        .filter(|f| f.code == Code::AnchorMismatch)
-        .map(|f| f.line)
-        .collect();
+    let mismatched = finding_lines(&report, Code::AnchorMismatch);
     assert_eq!(
         mismatched,
         vec![Some(1), Some(2), Some(4), Some(5), Some(6)]
     );
+}
+
+/// More checkpoints than the verifier reads ahead at once (256), with forged notes at the
+/// edges of its batches, and a rotation to a key the trust file does not pin (its signatures
+/// are checked as each note is judged, not ahead): every note is judged at its own line, as
+/// when the file is read one note at a time.
+#[test]
+fn notes_read_ahead_are_each_judged_at_their_own_line() {
+    let mut fx = Fixture::new();
+    let attacker = SigningKey::generate(ORIGIN).expect("a key");
+    let by_attacker = [0, 150];
+    let spoiled = [254, 255, 256, 290];
+    let mut forged_lines = Vec::new();
+    for i in 0..300 {
+        fx.requests(1);
+        if i == 280 {
+            fx.rotate_key();
+        }
+        let note = if by_attacker.contains(&i) {
+            fx.note(&[&attacker])
+        } else if spoiled.contains(&i) {
+            spoil_last_signature(&fx.note(&[&fx.key]))
+        } else if i % 7 == 0 {
+            fx.note(&[&attacker, &fx.key]) // co-signed by a stranger: still trusted
+        } else {
+            fx.note(&[&fx.key])
+        };
+        fx.push_checkpoint(note);
+        if by_attacker.contains(&i) || spoiled.contains(&i) {
+            forged_lines.push(Some(checkpoint_count(&fx)));
+        }
+    }
+    fx.stop();
+    let dir = fx.write();
+    let report = run(fx.options());
+    assert_eq!(failure_codes(&report), vec![Code::CheckpointUntrusted]);
+    let untrusted = finding_lines(&report, Code::CheckpointUntrusted);
+    assert_eq!(untrusted, forged_lines);
+    assert_eq!(report.checkpoints, checkpoint_count(&fx));
+
+    // The same notes as an anchor file, read ahead the same way (judged against every key
+    // trusted by the end of the log).
+    let elsewhere = tempfile::tempdir().expect("tempdir");
+    let anchor = elsewhere.path().join("anchor.jsonl");
+    std::fs::copy(dir.join(segment::CHECKPOINTS), &anchor).expect("copy");
+    let report = run(anchored(&fx, &anchor));
+    let untrusted_anchors = finding_lines(&report, Code::AnchorUntrusted);
+    assert_eq!(untrusted_anchors, forged_lines);
+}
+
+fn checkpoint_count(fx: &Fixture) -> u64 {
+    fx.checkpoints.iter().filter(|&&b| b == b'\n').count() as u64
+}
+
+/// `note` with one character of its last signature changed: a line that names its key, with a
+/// signature that does not verify.
+fn spoil_last_signature(note: &str) -> String {
+    let mut chars: Vec<char> = note.chars().collect();
+    let at = chars.len() - 6; // in the signature's base64, before its padding and the newline
+    chars[at] = if chars[at] == 'A' { 'B' } else { 'A' };
+    chars.into_iter().collect()
 }
 
 #[test]
