@@ -404,6 +404,7 @@ done
 rate_results="$work/rate.tsv" # round target cpu-µs-per-request req/s
 : >"$rate_results"
 rate_targets=(pc0 pc0b pc0l)
+per_worker="$(awk -v r="$RATE" 'BEGIN { print r / 32 }')" # req/s of each of the 32 hey workers
 measure_rate() {
     local round=$1 duration=${2:-$DURATION} name hey_pid ticks served
     local -A ticks_before
@@ -412,7 +413,7 @@ measure_rate() {
         ticks_before[$name]="$(cpu_ticks "${proc[$name]}")"
     done
     for name in "${rate_targets[@]}"; do
-        hey -z "$duration" -c 32 -q "$(awk -v r="$RATE" 'BEGIN { print r / 32 }')" -t 2 \
+        hey -z "$duration" -c 32 -q "$per_worker" -t 2 \
             "${url[$name]}/" >"$work/hey-$name.out" 2>&1 &
         hey_pids+=($!)
     done
@@ -449,12 +450,20 @@ fi
 printf '%s, kernel %s, %s cores, 1-min load average %s before and %s after; %s\n\n' \
     "$(date -u +%Y-%m-%d)" "$(uname -r)" "$(nproc)" "$load_before" \
     "$(cut -d' ' -f1 /proc/loadavg)" "$(wrk --version 2>&1 | head -n1 | cut -d' ' -f1-2)"
-awk -v rounds="$ROUNDS" -v conns="$CONNECTIONS" -v only=$((only_baseline + only_audit)) -v dur="$DURATION" '
+# The report's awk helpers: the median of a space-separated list, and its range.
+awk_lib='
 function median(list,    a, n, i, j, t) {
     n = split(list, a, " ")
     for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] > t; j--) a[j + 1] = a[j]; a[j + 1] = t }
     return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
 }
+function range(list,    a, n, i, lo, hi) {
+    n = split(list, a, " "); lo = a[1]; hi = a[1]
+    for (i = 2; i <= n; i++) { if (a[i] < lo) lo = a[i]; if (a[i] > hi) hi = a[i] }
+    return sprintf("%.1f to %.1f", lo, hi)
+}
+'
+awk -v rounds="$ROUNDS" -v conns="$CONNECTIONS" -v only=$((only_baseline + only_audit)) -v dur="$DURATION" "$awk_lib"'
 { if ($3 == "many") { rps[$1, $2] = $4; cpu[$1, $2] = $7 } else p50[$1, $2] = $5 }
 END {
     split("direct bare pc0 pc0l pc0a pc1 pc3 pc3c pc3r", order, " ")
@@ -512,17 +521,7 @@ END {
     }
 }' "$results"
 if [[ $RATE -gt 0 ]]; then
-    awk -v rounds="$ROUNDS" -v rate="$RATE" -v dur="$DURATION" '
-function median(list,    a, n, i, j, t) {
-    n = split(list, a, " ")
-    for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] > t; j--) a[j + 1] = a[j]; a[j + 1] = t }
-    return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
-}
-function range(list,    a, n, i, lo, hi) {
-    n = split(list, a, " "); lo = a[1]; hi = a[1]
-    for (i = 2; i <= n; i++) { if (a[i] < lo) lo = a[i]; if (a[i] > hi) hi = a[i] }
-    return sprintf("%.1f to %.1f", lo, hi)
-}
+    awk -v rounds="$ROUNDS" -v rate="$RATE" -v dur="$DURATION" "$awk_lib"'
 { cpu[$1, $2] = $3; rps[$1, $2] = $4 }
 END {
     d = ""; aa = ""; p = ""; l = ""; r0 = ""; rl = ""

@@ -588,6 +588,18 @@ fn drive(load: &Load, duration: Duration, requests: &Arc<Vec<Request>>) -> Measu
     measured
 }
 
+/// A file opened for appending in a fresh temporary directory (removed when the first part
+/// is dropped).
+fn temporary_append_file(name: &str) -> (tempfile::TempDir, File) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.path().join(name))
+        .expect("a file");
+    (dir, file)
+}
+
 /// The disk's floor for the same bytes: one `write_all` of `batch` lines at a time, then
 /// `fdatasync` after every batch (`sync_every: None`) or every `sync_every`. Stops after
 /// `duration` or 300k records, whichever comes first.
@@ -597,12 +609,7 @@ fn raw_baseline(
     sync_every: Option<Duration>,
     duration: Duration,
 ) -> (u64, Duration) {
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let mut file = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.path().join("raw.jsonl"))
-        .expect("a file");
+    let (_dir, mut file) = temporary_append_file("raw.jsonl");
     let buffers: Vec<Vec<u8>> = lines
         .chunks(batch)
         .filter(|c| c.len() == batch)
@@ -956,12 +963,7 @@ fn baseline_two_records(requests: &[Request], n: u64) -> u64 {
 /// any queueing, waking or hand-off.
 fn floor_two_records(requests: &[Request], n: u64) -> u64 {
     const RECORDS_PER_WRITE: u64 = 12;
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let mut file = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.path().join("floor.jsonl"))
-        .expect("a file");
+    let (_dir, mut file) = temporary_append_file("floor.jsonl");
     let mut out = Vec::with_capacity(64 << 10);
     let mut frontier = Frontier::new();
     let mut prev = record::genesis(ORIGIN);
